@@ -1,0 +1,11 @@
+"""The engine: plain arrays in, plain arrays out; no widget code here."""
+
+from .boxes import Boxes
+from .branches import DecisionBranchesClassifier, default_feature_subsets
+from .catalogue import Catalogue
+from .compress import Compressor
+from .scan import ScanResult, scan
+from .seed import KnnSeeder
+
+__all__ = ["Boxes", "Catalogue", "Compressor", "DecisionBranchesClassifier", "KnnSeeder",
+           "ScanResult", "default_feature_subsets", "scan"]
