@@ -136,13 +136,23 @@ class Boxes:
                              f"got keys {sorted(data) if isinstance(data, dict) else type(data).__name__}") from exc
         return cls.from_bounds(boxes, n_features)
 
-    def to_sql(self, table: str = "catalogue", *, columns=None, id_column: str = "id",
-               select: tuple[str, ...] = ()) -> str:
+    def to_sql(self, table="catalogue", *, columns=None, id_column: str = "id",
+               select: tuple[str, ...] = (), dialect: str = "ansi",
+               order: str | None = "votes") -> str:
         """A SQL query returning every matching row with its votes, ranked.
 
         One ``BETWEEN`` group per box in the ``WHERE`` clause; votes are a sum of
         ``CASE`` expressions. ``columns`` names the code columns (default
-        ``c0 .. c{d-1}``); identifiers are double-quoted.
+        ``c0 .. c{d-1}``); identifiers are quoted for ``dialect`` ("ansi":
+        double quotes, "spark": backticks). ``order``: "votes" (ranked, then
+        id), "id", or None. ``Boxes.from_sql`` reads the text back.
         """
         from .sql import boxes_to_sql  # local: keeps this module dependency-free
-        return boxes_to_sql(self, table, columns=columns, id_column=id_column, select=select)
+        return boxes_to_sql(self, table, columns=columns, id_column=id_column, select=select,
+                            dialect=dialect, order=order)
+
+    @classmethod
+    def from_sql(cls, sql: str, *, columns=None, n_features: int | None = None) -> "Boxes":
+        """Parse a query written by ``to_sql`` (any dialect) back into ``Boxes``."""
+        from .sql import boxes_from_sql
+        return boxes_from_sql(sql, columns=columns, n_features=n_features)

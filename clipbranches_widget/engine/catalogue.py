@@ -113,3 +113,9 @@ class Catalogue:
         if self.index is not None:
             return self.index.search(boxes)
         return scan(self.codes, boxes, n_jobs=n_jobs)
+
+    def to_parquet(self, path, **kwargs):
+        """Write the catalogue as Parquet (``id``, ``uri``, ``c0`` .. ``c31``): the
+        layout ``Boxes.to_sql`` queries. See ``engine.parquet.write_parquet``."""
+        from .parquet import write_parquet
+        return write_parquet(self, path, **kwargs)
