@@ -83,6 +83,10 @@ class Session:
     n_background : int, default 1000
         Random unlabelled catalogue items added to every fit as negatives
         (never a labelled item).
+    background_weight : float, default 0.5
+        Sample weight of background negatives (labelled items weigh 1): some
+        background items are unlabelled positives, so they count less, and
+        they never limit a box's margin (see ``cap_weight``).
     random_state : int, default 0
         Seeds the background sample and the classifier: a session replays
         exactly.
@@ -91,8 +95,8 @@ class Session:
     """
 
     def __init__(self, catalogue: Catalogue, *, k: int = 60, page_size: int = 60,
-                 n_background: int = 1000, random_state: int = 0, classifier: dict | None = None,
-                 n_jobs=None):
+                 n_background: int = 1000, background_weight: float = 0.5,
+                 random_state: int = 0, classifier: dict | None = None, n_jobs=None):
         if not isinstance(catalogue, Catalogue):
             raise TypeError(f"catalogue: expected a Catalogue, got {type(catalogue).__name__}")
         for name, value in (("k", k), ("page_size", page_size)):
@@ -104,6 +108,9 @@ class Session:
         self.k = int(k)
         self.page_size = int(page_size)
         self.n_background = int(n_background)
+        if not 0 < background_weight <= 1:
+            raise ValueError(f"background_weight: expected a value in (0, 1], got {background_weight}")
+        self.background_weight = float(background_weight)
         self.random_state = int(random_state)
         self.classifier_params = dict(classifier or {})
         DecisionBranchesClassifier(**self.classifier_params)  # reject unknown keys now
@@ -194,11 +201,12 @@ class Session:
         return bg[: self.n_background]
 
     def training_set(self):
-        """(ids, y): labelled items then background negatives."""
+        """(ids, y, weights): labelled items then background negatives."""
         ids = np.fromiter(self._labels, np.int64, len(self._labels))
         y = np.array([1 if self._labels[i] > 0 else 0 for i in ids.tolist()], np.int64)
         bg = self._background_ids()
-        return np.concatenate([ids, bg]), np.concatenate([y, np.zeros(bg.size, np.int64)])
+        w = np.concatenate([np.ones(ids.size), np.full(bg.size, self.background_weight)])
+        return np.concatenate([ids, bg]), np.concatenate([y, np.zeros(bg.size, np.int64)]), w
 
     def refine(self) -> Results:
         """Fit decision branches on the labels and return every accepted item.
@@ -210,10 +218,11 @@ class Session:
             raise ValueError(f"refine needs at least one positive label; got 0 positives and "
                              f"{len(self._labels)} negatives")
         t0 = time.perf_counter()
-        ids, y = self.training_set()
+        ids, y, weights = self.training_set()
         params = {"random_state": self.random_state + self.rounds, "n_jobs": self.n_jobs,
                   **self.classifier_params}
-        model = DecisionBranchesClassifier(**params).fit(self.catalogue.codes[ids], y)
+        model = DecisionBranchesClassifier(**params).fit(self.catalogue.codes[ids], y,
+                                                          sample_weight=weights)
         t1 = time.perf_counter()
         found = self.catalogue.search_boxes(model.boxes_, n_jobs=self.n_jobs)
         t2 = time.perf_counter()
@@ -254,7 +263,9 @@ class Session:
             "format": SESSION_FORMAT,
             "n_items": len(self.catalogue),
             "params": {"k": self.k, "page_size": self.page_size,
-                       "n_background": self.n_background, "random_state": self.random_state,
+                       "n_background": self.n_background,
+                       "background_weight": self.background_weight,
+                       "random_state": self.random_state,
                        "classifier": self.classifier_params},
             "query": self.query,
             "query_vector": None if self.query_vector is None else self.query_vector.tolist(),
@@ -274,7 +285,8 @@ class Session:
                              f"got one of {len(catalogue)}")
         p = data["params"]
         s = cls(catalogue, k=p["k"], page_size=p["page_size"], n_background=p["n_background"],
-                random_state=p["random_state"], classifier=p["classifier"], **kwargs)
+                background_weight=p["background_weight"], random_state=p["random_state"],
+                classifier=p["classifier"], **kwargs)
         s.set_labels({int(i): v for i, v in data["labels"].items()})
         if data["query_vector"] is not None:
             s.query = data["query"]

@@ -3,7 +3,7 @@ import pytest
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 
-from clipbranches_widget.engine.branches import (DecisionBranchesClassifier,
+from clipbranches_widget.engine.branches import (_HALF_RANGE, DecisionBranchesClassifier,
                                                  default_feature_subsets, grow_box)
 from clipbranches_widget.engine.scan import scan
 from twins import grow_box_twin, votes_twin
@@ -32,8 +32,10 @@ def test_grow_box_equals_numpy_twin(trial):
     seed = int(rng.choice(np.flatnonzero(y)))
     lo = np.zeros(len(dims), np.uint8)
     hi = np.zeros(len(dims), np.uint8)
-    g = grow_box(X, y, w, seed, dims, 0.3, 2, lo, hi)
-    tlo, thi, tg = grow_box_twin(X, y, w, seed, dims, 0.3, 2)
+    margin, min_margin, min_pts, cap = [(2.5, 2, 0, 1.0), (2.0, 3, 20, 1.5), (3.0, 1, 5, np.inf)][trial % 3]
+    params = np.array([margin, min_margin, min_pts, cap], float)
+    g = grow_box(X, y, w, seed, dims, params, _HALF_RANGE, lo, hi)
+    tlo, thi, tg = grow_box_twin(X, y, w, seed, dims, margin, min_margin, min_pts, cap, _HALF_RANGE)
     np.testing.assert_array_equal(lo, tlo)
     np.testing.assert_array_equal(hi, thi)
     assert g == pytest.approx(tg)
@@ -59,14 +61,27 @@ def test_recovers_a_concept_in_a_pure_region(clustered, rng):
     codes, cluster, concept = clustered
     truth = np.isin(cluster, concept)
     idx, y = training_set(codes, cluster, concept, rng)
-    idx, y = idx[~truth[idx] | (y == 1)], y[~truth[idx] | (y == 1)]  # a pure region
-    clf = DecisionBranchesClassifier(random_state=0).fit(codes[idx], y)
-    # training positives in a region without negatives are all recovered
-    assert clf.predict(codes[idx[y == 1]]).all()
+    pure = ~truth[idx] | (y == 1)  # no unlabelled positives among the negatives
+    clf = DecisionBranchesClassifier(random_state=0).fit(codes[idx[pure]], y[pure])
+    assert clf.predict(codes[idx[y == 1]]).all()  # every training positive is covered
+    assert not clf.predict(codes[idx[(y == 0) & pure]]).any()
+
+
+@pytest.mark.parametrize("trial", range(3))
+def test_finds_the_concept_with_background_negatives(clustered, trial):
+    """The benchmark protocol: 30 positives, 30 negatives, 1000 background at weight 0.5."""
+    codes, cluster, concept = clustered
+    truth = np.isin(cluster, concept)
+    idx, y = training_set(codes, cluster, concept, np.random.default_rng(trial))
+    w = np.r_[np.ones(60), np.full(len(idx) - 60, 0.5)]
+    clf = DecisionBranchesClassifier(random_state=trial).fit(codes[idx], y, sample_weight=w)
     found = scan(codes, clf.boxes_).ids
     precision = truth[found].mean()
     recall = truth[found].sum() / truth.sum()
-    assert precision > 0.7 and recall > 0.7, (precision, recall)
+    f1 = 2 * precision * recall / (precision + recall)
+    assert f1 > 0.8, (precision, recall)
+    # the user's explicit negatives are never in the result
+    assert not clf.predict(codes[idx[30:60]]).any()
 
 
 def test_minus_one_labels_and_sklearn_conventions(rng):
