@@ -78,7 +78,7 @@ class Compressor(TransformerMixin, BaseEstimator):
         low = np.quantile(z, self.quantile, axis=0)
         high = np.quantile(z, 1 - self.quantile, axis=0)
         width = high - low
-        flat = width <= 1e-12
+        flat = width <= 1e-6 * max(float(width.max()), 1e-30)  # numerically constant
         low[flat] -= 0.5  # constant dimension: its value lands mid-range
         width[flat] = 1.0
         self.low_ = low.astype(np.float32)
