@@ -387,7 +387,7 @@ class DecisionBranchesClassifier(ClassifierMixin, BaseEstimator):
             grow_boxes(Xa, ya, np.ascontiguousarray(w[active]), seed_local, table[pick],
                        sizes[pick], params, _HALF_RANGE, lo, hi, sc)
             # best Gini, ties to fewer dimensions, then to the earlier subset
-            best = int(np.lexsort((np.arange(pick.size), sizes[pick], np.round(sc, 12)))[0])
+            best = int(np.lexsort((np.arange(pick.size), sizes[pick], np.round(np.minimum(sc, 2.0), 12)))[0])
             k = int(sizes[pick[best]])
             dims = subsets[pick[best]]
             blo, bhi = lo[best, :k].copy(), hi[best, :k].copy()
