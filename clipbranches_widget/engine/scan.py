@@ -34,12 +34,51 @@ def _popcount(x):
     return (x * _H01) >> np.uint64(56)
 
 
-def compile_tables(boxes: Boxes):
+def value_frequencies(codes, sample: int = 8192) -> np.ndarray:
+    """(d, 256) share of each code value per dimension, from a strided sample."""
+    step = max(1, codes.shape[0] // sample)
+    rows = codes[::step]
+    freq = np.empty((codes.shape[1], 256))
+    for j in range(codes.shape[1]):
+        freq[j] = np.bincount(rows[:, j], minlength=256)
+    return (freq + 0.5) / (freq.sum(axis=1, keepdims=True) + 128.0)
+
+
+def dimension_order(boxes: Boxes, constrained, freq=None) -> np.ndarray:
+    """Order the constrained dimensions so that items die early.
+
+    An item leaves the scan once no box is alive for it. Greedy: next visit
+    the dimension that most lowers the expected number of boxes still alive,
+    where box b survives dimension j with probability = share of values in
+    its range (``freq``, uniform when not given).
+    """
+    m = boxes.n_boxes
+    if freq is None:
+        freq = np.full((boxes.n_features, 256), 1 / 256)
+    cum = np.concatenate([np.zeros((freq.shape[0], 1)), np.cumsum(freq, axis=1)], axis=1)
+    cols = np.asarray(constrained)
+    lo = boxes.lower[:, cols].astype(np.int64)
+    hi = boxes.upper[:, cols].astype(np.int64)
+    # pass[b, t]: probability that box b admits an item on dimension cols[t]
+    passing = np.where(hi >= lo, cum[cols, hi + 1] - cum[cols, lo], 0.0)
+    alive = np.ones(m)
+    left = list(range(len(cols)))
+    order = []
+    while left:
+        best = min(left, key=lambda t: (alive * passing[:, t]).sum())
+        order.append(cols[best])
+        alive = alive * passing[:, best]
+        left.remove(best)
+    return np.asarray(order, np.int64)
+
+
+def compile_tables(boxes: Boxes, freq=None):
     """Bitmask tables for ``boxes``.
 
     Returns ``(tables, dims, full)``: tables of shape (k, 256, w) uint64 for
-    the k dimensions that some box constrains (ordered most selective first),
-    those dimensions, and the (w,) mask with one bit per box.
+    the k dimensions that some box constrains (in the visiting order of
+    ``dimension_order``), those dimensions, and the (w,) mask with one bit
+    per box. ``freq``: (d, 256) value shares of the catalogue, if known.
     """
     m, d = boxes.n_boxes, boxes.n_features
     w = max(1, (m + 63) // 64)
@@ -56,9 +95,7 @@ def compile_tables(boxes: Boxes):
             axis=0, dtype=np.uint64)
         full[word] = bits[:nb].sum(dtype=np.uint64)
     constrained = np.flatnonzero((tables != full[None, None, :]).any(axis=(1, 2)))
-    # an entry with no bits rejects the item at once: more such values, earlier visit
-    zeros = (tables[constrained] == 0).all(axis=2).sum(axis=1)
-    order = constrained[np.argsort(-zeros, kind="stable")]
+    order = dimension_order(boxes, constrained, freq)
     return np.ascontiguousarray(tables[order]), order.astype(np.int64), full
 
 
@@ -165,7 +202,7 @@ def scan_votes(codes: np.ndarray, boxes: Boxes) -> np.ndarray:
 
 
 def _scan_votes(codes, boxes):
-    tables, dims, full = compile_tables(boxes)
+    tables, dims, full = compile_tables(boxes, value_frequencies(codes) if len(codes) else None)
     dtype = np.uint8 if boxes.n_boxes < 256 else np.uint16
     votes = np.empty(codes.shape[0], dtype)
     if codes.shape[0] == 0:

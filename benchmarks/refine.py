@@ -1,0 +1,121 @@
+"""Refine rounds on synthetic clustered codes: ours against the alternatives.
+
+    python benchmarks/refine.py [--sizes 1000000 10000000] [--trials 3]
+
+Data: n items from 200 Gaussian clusters in 32 dims quantised to uint8
+(engine/synthetic.py); a concept = 3 clusters (~1.5 % of the items).
+Training, as a user's refine round: 30 positives + 30 negatives of the
+concept's ground truth, plus 1000 random background items as negatives (which
+include ~15 unlabelled positives). Printed side by side in one run:
+
+* ours: a full ``Session.refine()`` round (fit + whole-catalogue inference +
+  ranking) and the first page, with the step timings;
+* scikit-learn DecisionTreeClassifier and RandomForestClassifier(25 trees)
+  fit on the same training set and weights, then predict over the catalogue;
+* a plain-numpy vectorised scan of our boxes (``Boxes.votes``);
+* the scan's throughput in GB/s of codes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+
+import numpy as np
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.tree import DecisionTreeClassifier
+
+from clipbranches_widget import Catalogue, Session
+from clipbranches_widget.engine.compress import Compressor
+from clipbranches_widget.engine.scan import scan
+from clipbranches_widget.engine.synthetic import clustered_codes
+
+
+def identity_compressor(d=32) -> Compressor:
+    """Codes are the data here: dequantised code = code value."""
+    return Compressor.from_dict({
+        "kind": "pca", "params": Compressor().get_params(), "mean": [0.0] * d,
+        "components": np.eye(d).tolist(), "low": [0.0] * d, "scale": [1.0] * d})
+
+
+def prf(found_ids, truth):
+    tp = truth[found_ids].sum()
+    p = tp / max(len(found_ids), 1)
+    r = tp / max(truth.sum(), 1)
+    return p, r, 2 * p * r / max(p + r, 1e-12)
+
+
+def timed(fn, *args, **kw):
+    t = time.perf_counter()
+    out = fn(*args, **kw)
+    return out, (time.perf_counter() - t) * 1e3
+
+
+def one_size(n, spread, trials, alternatives, rows):
+    codes, cluster, concept = clustered_codes(n, spread=spread, random_state=0)
+    truth = np.isin(cluster, concept)
+    cat = Catalogue(codes, compressor=identity_compressor())
+    for trial in range(trials):
+        rng = np.random.default_rng(100 + trial)
+        pos = rng.choice(np.flatnonzero(truth), 30, replace=False)
+        neg = rng.choice(np.flatnonzero(~truth), 30, replace=False)
+        s = Session(cat, random_state=trial)
+        s.label(pos, 1)
+        s.label(neg, -1)
+        if trial == 0:
+            s.refine()  # JIT warm-up (cached on disk after the first run)
+        t0 = time.perf_counter()
+        res = s.refine()
+        page = s.page(0)
+        total = (time.perf_counter() - t0) * 1e3
+        assert page.count == min(60, res.count)
+        p, r, f = prf(res.ids, truth)
+        tm = res.timings
+        rows.append((n, spread, "ours: Session.refine + page", total, tm["fit_ms"],
+                     tm["search_ms"], p, r, f, f"{s.model.boxes_.n_boxes} boxes"))
+        _, t_scan = timed(scan, codes, s.model.boxes_)
+        rows.append((n, spread, "ours: scan alone", t_scan, 0, t_scan, p, r, f,
+                     f"{codes.nbytes / t_scan / 1e6:.2f} GB/s"))
+        votes, t_np = timed(s.model.boxes_.votes, codes)
+        assert np.array_equal(np.flatnonzero(votes), np.sort(res.ids))
+        rows.append((n, spread, "plain-numpy scan of our boxes", t_np, 0, t_np, p, r, f, ""))
+        if not alternatives:
+            continue
+        ids, y, w = s.training_set()
+        for name, model in (("sklearn DecisionTree", DecisionTreeClassifier(random_state=0)),
+                            ("sklearn RandomForest(25)",
+                             RandomForestClassifier(25, n_jobs=2, random_state=0))):
+            _, t_fit = timed(model.fit, codes[ids], y, sample_weight=w)
+            pred, t_pred = timed(model.predict, codes)
+            p2, r2, f2 = prf(np.flatnonzero(pred), truth)
+            rows.append((n, spread, name, t_fit + t_pred, t_fit, t_pred, p2, r2, f2, ""))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 10_000_000])
+    ap.add_argument("--spreads", type=float, nargs="+", default=[4.0, 8.0])
+    ap.add_argument("--trials", type=int, default=3)
+    ap.add_argument("--no-alternatives", action="store_true")
+    args = ap.parse_args(argv)
+    import numba
+    print(f"# {time.strftime('%Y-%m-%d')} {platform.processor() or platform.machine()}, "
+          f"numba threads {numba.get_num_threads()}")
+    rows = []
+    for n in args.sizes:
+        for spread in args.spreads:
+            one_size(n, spread, args.trials, not args.no_alternatives, rows)
+    # mean over trials, per (n, spread, method)
+    keys = list(dict.fromkeys((r[0], r[1], r[2]) for r in rows))
+    print("| n | spread | method | round ms | fit ms | inference ms | precision | recall | F1 | note |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for key in keys:
+        sel = [r for r in rows if (r[0], r[1], r[2]) == key]
+        m = np.mean([r[3:9] for r in sel], axis=0)
+        print(f"| {key[0]:,} | {key[1]:g} | {key[2]} | {m[0]:.1f} | {m[1]:.1f} | {m[2]:.1f} | "
+              f"{m[3]:.3f} | {m[4]:.3f} | {m[5]:.3f} | {sel[-1][9]} |")
+
+
+if __name__ == "__main__":
+    main()
