@@ -117,3 +117,30 @@ def test_default_subsets_are_fixed():
     assert a == b and len(a) == 104
     assert sorted({len(s) for s in a}) == [4, 6, 8]
     assert all(max(s) < 5 for s in default_feature_subsets(5))
+
+
+def test_parallel_box_search_equals_one_subset_at_a_time(rng):
+    from clipbranches_widget.engine.branches import grow_boxes
+
+    X = rng.integers(0, 256, (400, 32), dtype=np.uint8)
+    y = (rng.random(400) < 0.15).astype(np.uint8)
+    w = np.where(rng.random(400) < 0.5, 1.0, 0.5)
+    subsets = default_feature_subsets(32)
+    kmax = max(len(s) for s in subsets)
+    table = np.full((len(subsets), kmax), -1, np.int64)
+    sizes = np.array([len(s) for s in subsets], np.int64)
+    for s, dims in enumerate(subsets):
+        table[s, :len(dims)] = dims
+    params = np.array([2.5, 2, 10, 1.0])
+    lo = np.zeros((len(subsets), kmax), np.uint8)
+    hi = np.zeros((len(subsets), kmax), np.uint8)
+    sc = np.zeros(len(subsets))
+    seed = int(np.flatnonzero(y)[0])
+    grow_boxes(X, y, w, seed, table, sizes, params, _HALF_RANGE, lo, hi, sc)
+    for s, dims in enumerate(subsets):
+        k = len(dims)
+        l1, h1 = np.zeros(k, np.uint8), np.zeros(k, np.uint8)
+        g = grow_box(X, y, w, seed, np.array(dims, np.int64), params, _HALF_RANGE, l1, h1)
+        assert g == sc[s]
+        np.testing.assert_array_equal(lo[s, :k], l1)
+        np.testing.assert_array_equal(hi[s, :k], h1)
