@@ -1,0 +1,144 @@
+"""Kernel-side thumbnails: small encoded images sent to the grid as binary buffers.
+
+The browser never reads the user's files: the kernel opens each image with
+Pillow, shrinks it keeping its aspect ratio, encodes it (JPEG, or PNG when it
+has transparency) and hands the bytes to the widget, which sends them as
+binary comm buffers (never base64). Encoded thumbnails are kept in a bounded
+LRU cache, so paging back and forth or refining re-sends bytes without
+re-decoding the files.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+from collections import OrderedDict
+from dataclasses import dataclass
+from urllib.parse import unquote, urlparse
+
+__all__ = ["Thumbnail", "Thumbnailer", "local_path", "open_image"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Thumbnail:
+    """Encoded image bytes with their pixel size and MIME type."""
+
+    data: bytes
+    width: int
+    height: int
+    mime: str
+
+
+def local_path(uri) -> str:
+    """A filesystem path for ``uri`` (a path or a ``file://`` URL).
+
+    Remote URLs are refused with a clear error: the widget works offline and
+    never fetches from the network behind the user's back.
+    """
+    if uri is None:
+        raise ValueError("image: this item has no URI")
+    uri = os.fspath(uri) if not isinstance(uri, str) else uri
+    parsed = urlparse(uri)
+    if parsed.scheme == "file":
+        return unquote(parsed.path)
+    if parsed.scheme in ("", ) or len(parsed.scheme) == 1:  # plain or Windows drive path
+        return uri
+    raise ValueError(f"image: expected a local path or file:// URL, got {uri!r}")
+
+
+def open_image(uri):
+    """Open ``uri`` as a fully decoded PIL image (errors name the file)."""
+    from PIL import Image
+
+    path = local_path(uri)
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return im.copy() if im.mode in ("RGB", "RGBA", "L") else im.convert(
+                "RGBA" if "A" in im.getbands() or "transparency" in im.info else "RGB")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"image: no file at {path!r}") from None
+    except OSError as e:
+        raise OSError(f"image: could not read {path!r} as an image ({e})") from None
+
+
+def encode(im, *, quality: int = 85) -> Thumbnail:
+    """Encode a PIL image: JPEG when opaque (small), PNG when it has alpha."""
+    buf = io.BytesIO()
+    if im.mode == "RGBA":
+        im.save(buf, format="PNG", optimize=False)
+        mime = "image/png"
+    else:
+        im.save(buf, format="JPEG", quality=quality)
+        mime = "image/jpeg"
+    return Thumbnail(buf.getvalue(), im.width, im.height, mime)
+
+
+class Thumbnailer:
+    """Make and cache aspect-preserving thumbnails of catalogue images.
+
+    Parameters
+    ----------
+    size : int, default 160
+        The longer side of a thumbnail in pixels. Images already smaller are
+        not enlarged (the grid scales them up in the browser).
+    max_items : int, default 4096
+        Thumbnails kept in the LRU cache.
+    quality : int, default 85
+        JPEG quality.
+    """
+
+    def __init__(self, size: int = 160, *, max_items: int = 4096, quality: int = 85):
+        if not isinstance(size, int) or size < 8:
+            raise ValueError(f"size: expected an integer of at least 8 pixels, got {size!r}")
+        if not isinstance(max_items, int) or max_items < 1:
+            raise ValueError(f"max_items: expected a positive integer, got {max_items!r}")
+        self.size = size
+        self.max_items = max_items
+        self.quality = quality
+        self._cache: OrderedDict = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._cache)
+
+    def get(self, uri) -> Thumbnail:
+        """The thumbnail of ``uri`` (cached). Raises on unreadable images."""
+        key = str(uri)
+        hit = self._cache.get(key)
+        if hit is not None:
+            self._cache.move_to_end(key)
+            self.hits += 1
+            return hit
+        self.misses += 1
+        im = open_image(uri)
+        # thumbnail() keeps the aspect ratio and never enlarges
+        im.thumbnail((self.size, self.size))
+        thumb = encode(im, quality=self.quality)
+        self._cache[key] = thumb
+        if len(self._cache) > self.max_items:
+            self._cache.popitem(last=False)
+        return thumb
+
+    def try_get(self, uri) -> tuple[Thumbnail | None, str]:
+        """``(thumbnail, "")``, or ``(None, reason)`` when the image cannot be read.
+
+        One broken file must not blank the grid: the cell shows the reason.
+        """
+        try:
+            return self.get(uri), ""
+        except (OSError, ValueError) as e:
+            log.warning("thumbnail: %s", e)
+            return None, str(e)
+
+
+def full_image(uri, *, max_side: int = 1024, quality: int = 90) -> Thumbnail:
+    """The image for the lightbox: full size, shrunk only when larger than ``max_side``."""
+    im = open_image(uri)
+    if max(im.size) > max_side:
+        im.thumbnail((max_side, max_side))
+    return encode(im, quality=quality)

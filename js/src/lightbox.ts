@@ -1,0 +1,173 @@
+// Details of one item: the full image, its path, its label, and why it
+// matched (the boxes that contain it, its votes and its similarity).
+import { imageUrl } from "./bytes";
+import type { Ack, Detail } from "./types";
+
+export interface LightboxHooks {
+  label: (id: number, value: 1 | -1 | 0) => void;
+  more: (id: number) => void;
+  step: (delta: number) => void;
+  close: () => void;
+}
+
+function fmt(x: number | null | undefined, digits = 3): string {
+  return x === null || x === undefined || !Number.isFinite(x) ? "\u2013" : x.toFixed(digits);
+}
+
+export class Lightbox {
+  readonly el: HTMLDivElement;
+  private readonly body: HTMLDivElement;
+  private url: string | null = null;
+  id: number | null = null;
+
+  constructor(private readonly hooks: LightboxHooks) {
+    this.el = document.createElement("div");
+    this.el.className = "cb-lightbox";
+    this.el.hidden = true;
+    this.el.setAttribute("role", "dialog");
+    this.el.setAttribute("aria-label", "item details");
+    this.body = document.createElement("div");
+    this.body.className = "cb-lightbox-body";
+    this.el.append(this.body);
+    this.el.addEventListener("click", (e) => {
+      if (e.target === this.el) hooks.close();
+    });
+  }
+
+  get open(): boolean {
+    return !this.el.hidden;
+  }
+
+  loading(id: number): void {
+    this.id = id;
+    this.el.hidden = false;
+    this.body.replaceChildren(Object.assign(document.createElement("div"), {
+      className: "cb-lightbox-loading", textContent: `loading item ${id}\u2026`,
+    }));
+  }
+
+  show(ack: Ack): void {
+    if (!ack.ok || !ack.detail) {
+      this.body.replaceChildren(Object.assign(document.createElement("div"), {
+        className: "cb-error", textContent: ack.error || "could not load the details",
+      }));
+      return;
+    }
+    const d: Detail = ack.detail;
+    if (d.id !== this.id) return; // the user moved on
+    if (this.url) URL.revokeObjectURL(this.url);
+    this.url = ack.buffers.length ? imageUrl(ack.buffers[0], d.mime) : null;
+
+    const figure = document.createElement("div");
+    figure.className = "cb-lightbox-figure";
+    if (this.url) {
+      const img = document.createElement("img");
+      img.src = this.url;
+      img.alt = d.name;
+      img.className = Math.max(d.width, d.height) < 128 ? "cb-pixelated" : "";
+      figure.append(img);
+    } else {
+      figure.append(Object.assign(document.createElement("div"), {
+        className: "cb-problem", textContent: d.problem || "no image",
+      }));
+    }
+
+    const info = document.createElement("div");
+    info.className = "cb-lightbox-info";
+    const title = document.createElement("div");
+    title.className = "cb-lightbox-title";
+    title.textContent = `#${d.id} ${d.name}`;
+    const path = document.createElement("code");
+    path.className = "cb-path";
+    path.textContent = d.uri ?? "(no path)";
+    const dims = d.width ? `${d.width}\u00d7${d.height} px` : "";
+
+    const labelRow = document.createElement("div");
+    labelRow.className = "cb-lightbox-labels";
+    const labelName = d.label > 0 ? "positive" : d.label < 0 ? "negative" : "unlabelled";
+    labelRow.append(Object.assign(document.createElement("span"), {
+      className: `cb-label-name cb-l${d.label}`, textContent: labelName,
+    }));
+    for (const [text, v, cls] of [["\u2713 positive (1)", 1, "cb-btn-pos"], ["\u2715 negative (2)", -1, "cb-btn-neg"], ["clear (0)", 0, ""]] as const) {
+      const b = document.createElement("button");
+      b.type = "button";
+      b.className = `cb-btn ${cls}`;
+      b.textContent = text;
+      b.addEventListener("click", () => this.hooks.label(d.id, v));
+      labelRow.append(b);
+    }
+
+    const why = document.createElement("div");
+    why.className = "cb-why";
+    const facts = document.createElement("dl");
+    const add = (k: string, v: string) => {
+      facts.append(Object.assign(document.createElement("dt"), { textContent: k }));
+      facts.append(Object.assign(document.createElement("dd"), { textContent: v }));
+    };
+    add("rank", d.rank === null ? "not in the results" : `${d.rank + 1}`);
+    add("votes", d.n_boxes ? `${d.votes ?? d.boxes.length} of ${d.n_boxes} boxes` : "\u2013 (no model yet)");
+    add("score", fmt(d.score));
+    add("similarity to the query", fmt(d.similarity));
+    if (dims) add("size", dims);
+    why.append(facts);
+    if (d.n_boxes) {
+      const head = document.createElement("div");
+      head.className = "cb-why-head";
+      head.textContent = d.boxes.length
+        ? `Why it matched: inside ${d.boxes.length} box${d.boxes.length > 1 ? "es" : ""}`
+        : "Not inside any box of the model";
+      why.append(head);
+      const list = document.createElement("ul");
+      list.className = "cb-boxes";
+      for (const b of d.boxes) {
+        const li = document.createElement("li");
+        const conds = Object.entries(b.bounds)
+          .map(([dim, [lo, hi]]) => `d${dim}=${b.code[dim]} \u2208 [${lo}, ${hi}]`)
+          .join(", ");
+        li.textContent = `box ${b.box}: ${conds}`;
+        list.append(li);
+      }
+      why.append(list);
+    } else if (d.kind === "knn") {
+      why.append(Object.assign(document.createElement("div"), {
+        className: "cb-why-head", textContent: "Shown as a nearest neighbour of the query (label some images and refine to get a model)",
+      }));
+    }
+
+    const nav = document.createElement("div");
+    nav.className = "cb-lightbox-nav";
+    const mk = (text: string, fn: () => void, title = "") => {
+      const b = document.createElement("button");
+      b.type = "button";
+      b.className = "cb-btn";
+      b.textContent = text;
+      b.title = title;
+      b.addEventListener("click", fn);
+      return b;
+    };
+    nav.append(
+      mk("\u2190", () => this.hooks.step(-1), "previous (\u2190)"),
+      mk("\u2192", () => this.hooks.step(1), "next (\u2192)"),
+      mk("more like this", () => this.hooks.more(d.id)),
+      mk("close (Esc)", () => this.hooks.close()),
+    );
+    info.append(title, path, labelRow, why, nav);
+    this.body.replaceChildren(figure, info);
+  }
+
+  /** Reflect a label change made while the box is open. */
+  setLabel(label: number): void {
+    const el = this.body.querySelector(".cb-label-name");
+    if (!el) return;
+    el.className = `cb-label-name cb-l${label}`;
+    el.textContent = label > 0 ? "positive" : label < 0 ? "negative" : "unlabelled";
+  }
+
+  hide(): void {
+    this.el.hidden = true;
+    this.id = null;
+    if (this.url) URL.revokeObjectURL(this.url);
+    this.url = null;
+    this.body.replaceChildren();
+  }
+}

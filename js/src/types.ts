@@ -1,0 +1,78 @@
+// The synced state of one ClipBranches widget, as the Python side declares it.
+// Keys starting with `user_` are written only here (the user's intent); every
+// other key is written only by Python (results).
+
+export type Label = 1 | -1 | 0;
+
+/** Binary data as it arrives from the kernel: ipywidgets hands buffers over as DataViews. */
+export type Bytes = DataView | ArrayBuffer | Uint8Array;
+
+export interface Item {
+  id: number;
+  votes: number;
+  score: number;
+  name: string;
+  thumb: Bytes | null;
+  w: number;
+  h: number;
+  mime: string;
+  problem: string;
+}
+
+export interface State {
+  // front-end owned
+  user_labels: Record<string, number>;
+  user_page: number;
+  user_query: string;
+  user_selection: number[];
+  // Python owned
+  items: Item[];
+  total: number;
+  page_count: number;
+  page_shown: number;
+  page_size: number;
+  kind: string;
+  status: string;
+  timings: Record<string, number>;
+  error: string;
+  n_boxes: number;
+  search_path: string;
+  n_items: number;
+  text_search: boolean;
+  rounds: number;
+}
+
+export interface BoxWhy {
+  box: number;
+  bounds: Record<string, [number, number]>;
+  code: Record<string, number>;
+}
+
+export interface Detail {
+  id: number;
+  uri: string | null;
+  name: string;
+  label: number;
+  rank: number | null;
+  votes: number | null;
+  score: number | null;
+  similarity: number | null;
+  n_boxes: number;
+  boxes: BoxWhy[];
+  kind: string;
+  width: number;
+  height: number;
+  mime: string;
+  problem: string;
+}
+
+export interface Ack {
+  type: "ack";
+  req: string;
+  action: string;
+  ok: boolean;
+  error?: string;
+  detail?: Detail;
+  buffers: DataView[];
+  ms: number;
+}
