@@ -1,0 +1,97 @@
+"""Command line: build a catalogue from images, or describe one.
+
+    clipbranches build SOURCE OUT [--model ViT-B-32 --pretrained laion2b_s34b_b79k]
+    clipbranches info OUT
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="clipbranches", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    b = sub.add_parser("build", help="embed images with CLIP and write a catalogue (resumable)")
+    b.add_argument("source", help="a folder of images (recursive), or a .csv/.parquet table "
+                                  "with a path column")
+    b.add_argument("out", help="the catalogue directory to write")
+    b.add_argument("--model", default="ViT-B-32", help="open_clip model name (default ViT-B-32; "
+                   "clipbranches-tiny: a tiny random model for tests)")
+    b.add_argument("--pretrained", default="laion2b_s34b_b79k",
+                   help="pretrained tag or local checkpoint file; 'none' for random weights")
+    b.add_argument("--batch-size", type=int, default=64)
+    b.add_argument("--workers", type=int, default=None, help="image decoding threads")
+    b.add_argument("--path-column", default=None, help="the table's path column")
+    b.add_argument("--no-embeddings", action="store_true",
+                   help="keep only the 8-bit codes (k-NN then runs on decoded codes)")
+    b.add_argument("--overwrite", action="store_true", help="rebuild an existing catalogue")
+    b.add_argument("--no-progress", action="store_true")
+    i = sub.add_parser("info", help="describe a catalogue")
+    i.add_argument("path")
+    i.add_argument("--json", action="store_true", help="print the manifest summary as JSON")
+    return p
+
+
+def _build(args) -> int:
+    from .engine.catalogue import Catalogue
+
+    pretrained = None if args.pretrained.lower() in ("none", "random") else args.pretrained
+    cat = Catalogue.build(args.source, model=args.model, pretrained=pretrained, out=args.out,
+                          batch_size=args.batch_size, num_workers=args.workers,
+                          path_column=args.path_column, keep_embeddings=not args.no_embeddings,
+                          overwrite=args.overwrite, progress=not args.no_progress)
+    failed = cat.failed
+    print(f"{args.out}: {len(cat)} items" + (f", {len(failed)} unreadable images skipped "
+                                             f"(see {Path(args.out) / 'failed.jsonl'})"
+                                             if failed else ""))
+    return 0
+
+
+def _size(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.iterdir() if f.is_file())
+
+
+def _info(args) -> int:
+    from .engine import storage
+
+    path = Path(args.path)
+    m = storage.read_manifest(path)
+    summary = {"path": str(path), "items": m["counts"]["items"], "failed": m["counts"]["failed"],
+               "model": m.get("model"), "pretrained": m.get("pretrained"),
+               "code_dims": m["dims"]["code"], "embedding_dims": m["dims"]["embedding"],
+               "embeddings": bool(m["files"].get("embeddings")),
+               "uris": bool(m["files"].get("uris")), "compressor": m["compressor"]["kind"],
+               "created": m.get("created"), "format_version": m["version"],
+               "bytes": _size(path)}
+    if args.json:
+        print(json.dumps(summary, indent=1))
+        return 0
+    width = max(map(len, summary))
+    for k, v in summary.items():
+        print(f"{k:<{width}}  {v}")
+    return 0
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    try:
+        return {"build": _build, "info": _info}[args.command](args)
+    except (ValueError, TypeError, OSError, RuntimeError, ImportError) as exc:
+        # a clear one-line error for users; the traceback with CLIPBRANCHES_DEBUG=1
+        if os.environ.get("CLIPBRANCHES_DEBUG"):
+            raise
+        print(f"clipbranches {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
