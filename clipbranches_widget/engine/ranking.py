@@ -9,13 +9,15 @@ __all__ = ["code_scores", "rank"]
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def _code_scores(codes, ids, low, inv_scale, ref, out):
+def _code_scores(codes, ids, weight, offset, out):
+    # dequantisation is affine per dimension, so the dot product with the
+    # reference is sum_j code_j * weight_j + offset
     d = codes.shape[1]
     for r in prange(ids.shape[0]):
         i = ids[r]
-        s = 0.0
+        s = offset
         for j in range(d):
-            s += (codes[i, j] * inv_scale[j] + low[j]) * ref[j]
+            s += codes[i, j] * weight[j]
         out[r] = s
 
 
@@ -27,10 +29,10 @@ def code_scores(codes, ids, compressor, reference) -> np.ndarray:
     """
     out = np.empty(ids.shape[0], np.float32)
     if ids.shape[0]:
-        _code_scores(codes, ids.astype(np.int64, copy=False),
-                     compressor.low_.astype(np.float32),
-                     (1.0 / compressor.scale_).astype(np.float32),
-                     np.asarray(reference, np.float32), out)
+        ref = np.asarray(reference, np.float64)
+        weight = (ref / compressor.scale_).astype(np.float32)
+        offset = np.float32(np.dot(compressor.low_.astype(np.float64), ref))
+        _code_scores(codes, ids.astype(np.int64, copy=False), weight, offset, out)
     return out
 
 
