@@ -118,6 +118,10 @@ class ClipEmbedder:
         Threads decoding and preprocessing images (default: CPU count, max 8).
     seed : int, default 0
         Seeds random weights when ``pretrained`` is None.
+    threads : int or None
+        torch intra-op threads (``torch.set_num_threads``, process-wide);
+        None leaves torch's setting. On a machine busy with other work, fewer
+        threads than cores avoids OpenMP threads waiting on each other.
 
     Attributes
     ----------
@@ -127,7 +131,7 @@ class ClipEmbedder:
 
     def __init__(self, model: str = "ViT-B-32", pretrained: str | None = "laion2b_s34b_b79k", *,
                  device: str = "cpu", batch_size: int = 64, num_workers: int | None = None,
-                 seed: int = 0):
+                 seed: int = 0, threads: int | None = None):
         if not isinstance(model, str) or not model:
             raise ValueError(f"model: expected an open_clip model name, got {model!r}")
         if pretrained is not None and not isinstance(pretrained, (str, os.PathLike)):
@@ -136,12 +140,15 @@ class ClipEmbedder:
         _check_positive("batch_size", batch_size)
         if num_workers is not None:
             _check_positive("num_workers", num_workers)
+        if threads is not None:
+            _check_positive("threads", threads)
         self.model = model
         self.pretrained = None if pretrained is None else os.fspath(pretrained)
         self.device = device
         self.batch_size = int(batch_size)
         self.num_workers = num_workers
         self.seed = int(seed)
+        self.threads = threads
         self._load()
 
     # --- construction ---
@@ -158,6 +165,8 @@ class ClipEmbedder:
         open_clip = import_open_clip()
         import torch
 
+        if self.threads is not None:
+            torch.set_num_threads(int(self.threads))
         if self.model == TINY_MODEL:
             register_tiny_model()
         known = open_clip.list_models()

@@ -1,0 +1,65 @@
+"""The command line: clipbranches build / info."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from clipbranches_widget import Catalogue
+from clipbranches_widget.cli import main
+from test_embed import write_images
+
+
+def test_build_then_info(tmp_path, capsys):
+    paths = write_images(tmp_path / "imgs", 9)
+    (tmp_path / "imgs" / "broken.jpg").write_text("nope")
+    out = tmp_path / "cat"
+    rc = main(["build", str(tmp_path / "imgs"), str(out), "--model", "clipbranches-tiny",
+               "--pretrained", "none", "--batch-size", "4", "--no-progress"])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert f"{out}: 9 items, 1 unreadable images skipped" in printed
+    cat = Catalogue.open(out)
+    assert len(cat) == 9 and list(cat.uris) == sorted(paths)
+    assert main(["info", str(out), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["items"] == 9 and info["failed"] == 1
+    assert info["model"] == "clipbranches-tiny" and info["pretrained"] is None
+    assert info["code_dims"] == 32 and info["embeddings"] is True
+    assert info["bytes"] >= 9 * 32
+    assert main(["info", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "items" in text and "clipbranches-tiny" in text
+
+
+def test_build_without_embeddings(tmp_path, capsys):
+    write_images(tmp_path / "imgs", 5)
+    rc = main(["build", str(tmp_path / "imgs"), str(tmp_path / "cat"), "--model",
+               "clipbranches-tiny", "--pretrained", "none", "--no-embeddings", "--no-progress"])
+    assert rc == 0
+    assert Catalogue.open(tmp_path / "cat").embeddings is None
+
+
+def test_errors_are_one_line_with_exit_code_2(tmp_path, capsys):
+    assert main(["info", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("clipbranches info: error: no catalogue at") and err.count("\n") == 1
+    write_images(tmp_path / "imgs", 2)
+    assert main(["build", str(tmp_path / "imgs"), str(tmp_path / "c"), "--model", "ViT-B-99",
+                 "--no-progress"]) == 2
+    assert "unknown open_clip model 'ViT-B-99'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["build"])  # argparse: missing SOURCE and OUT
+
+
+def test_console_script_entry_point(tmp_path):
+    X = np.random.default_rng(0).standard_normal((12, 8)).astype(np.float32)
+    Catalogue.from_embeddings(X, uris=[f"u{i}" for i in range(12)]).save(tmp_path / "c")
+    r = subprocess.run([sys.executable, "-m", "clipbranches_widget.cli", "info", str(tmp_path / "c"),
+                        "--json"], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["items"] == 12
