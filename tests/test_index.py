@@ -135,6 +135,7 @@ def test_small_and_odd_sizes(rng, n):
 def test_size_not_multiple_of_build_chunk_and_groups(rng, monkeypatch):
     monkeypatch.setattr(index_mod, "_BUILD_CHUNK", 1000)
     monkeypatch.setattr(index_mod, "_RUN", 7)  # many split runs
+    monkeypatch.setattr(BoxIndex, "parallel_min", 0)  # the parallel kernels
     codes = rng.integers(0, 256, (5_321, 32), dtype=np.uint8)
     subsets = SUBSETS[:10]
     # a tiny memory budget forces one subset per pass

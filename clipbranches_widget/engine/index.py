@@ -158,8 +158,7 @@ def _plan_box(offsets, base, k, first, last, strides, full, add_runs, rs, re, rf
     return n_runs, n_cells, n_full, n_part
 
 
-@njit(parallel=True, cache=True, nogil=True)
-def _collect(order, codes, run_start, run_stop, run_full, run_row, run_box, out_off,
+def _collect_py(order, codes, run_start, run_stop, run_full, run_row, run_box, out_off,
              box_dims, box_k, box_lo, box_hi, out, out_count):
     # each run writes its matches into its own slice of ``out``: no races
     for r in prange(run_start.shape[0]):
@@ -186,9 +185,16 @@ def _collect(order, codes, run_start, run_stop, run_full, run_row, run_box, out_
         out_count[r] = j - out_off[r]
 
 
-@njit(parallel=True, cache=True, nogil=True)
+# A parallel region costs a thread wake-up, and on a shared machine a
+# descheduled worker can stall it for milliseconds: small queries run serial.
+_collect = njit(parallel=True, cache=True, nogil=True)(_collect_py)
+_collect_serial = njit(cache=True, nogil=True)(_collect_py)
+
+
+@njit(cache=True, nogil=True)
 def _compact(src, src_off, counts, dst_off, dst):
-    for r in prange(counts.shape[0]):
+    # serial: a memory copy of the matches, bandwidth-bound anyway
+    for r in range(counts.shape[0]):
         a = src_off[r]
         b = dst_off[r]
         for j in range(counts[r]):
@@ -202,8 +208,7 @@ def _accumulate(ids, votes):
         votes[ids[j]] += 1
 
 
-@njit(parallel=True, cache=True, nogil=True)
-def _nonzero_counts(votes, chunk):
+def _nonzero_counts_py(votes, chunk):
     n = votes.shape[0]
     nchunks = (n + chunk - 1) // chunk
     counts = np.zeros(nchunks, np.int64)
@@ -215,8 +220,7 @@ def _nonzero_counts(votes, chunk):
     return counts
 
 
-@njit(parallel=True, cache=True, nogil=True)
-def _nonzero_gather(votes, chunk, offsets, ids_out, votes_out):
+def _nonzero_gather_py(votes, chunk, offsets, ids_out, votes_out):
     n = votes.shape[0]
     for c in prange(offsets.shape[0] - 1):
         j = offsets[c]
@@ -225,6 +229,12 @@ def _nonzero_gather(votes, chunk, offsets, ids_out, votes_out):
                 ids_out[j] = i
                 votes_out[j] = votes[i]
                 j += 1
+
+
+_nonzero_counts = njit(parallel=True, cache=True, nogil=True)(_nonzero_counts_py)
+_nonzero_counts_serial = njit(cache=True, nogil=True)(_nonzero_counts_py)
+_nonzero_gather = njit(parallel=True, cache=True, nogil=True)(_nonzero_gather_py)
+_nonzero_gather_serial = njit(cache=True, nogil=True)(_nonzero_gather_py)
 
 
 # --------------------------------------------------------------------------
@@ -290,9 +300,12 @@ class BoxIndex:
     class attributes so they can be tuned per machine.
     """
 
-    cost_scan_item = 6.0      # scan: per item of the catalogue
+    cost_scan_item = 8.0      # scan: per item of the catalogue
     cost_listed_id = 1.5      # index: per id of a cell fully inside a box
-    cost_checked_id = 12.0    # index: per id whose codes are checked (random read)
+    cost_checked_id = 100.0   # index: per id whose codes are checked (a random read)
+    cost_checked_id_cached = 12.0  # the same when the codes fit in the cache
+    cache_bytes = 32 << 20    # codes up to this size count as cached
+    parallel_min = 50_000     # fewer candidate ids than this: serial kernels
     cost_run = 60.0           # index: per run of positions
     cost_dense_item = 0.6     # combining votes in an (n,) array: per catalogue item
     cost_sparse_id = 25.0     # combining votes by sorting: per matched id
@@ -617,7 +630,9 @@ class BoxIndex:
         runs, cells, listed, checked = (int(x) for x in stats.sum(axis=0))
         candidates = listed + checked
         combine = min(self.cost_dense_item * n, self.cost_sparse_id * candidates)
-        cost = (self.cost_listed_id * listed + self.cost_checked_id * checked
+        per_check = (self.cost_checked_id_cached if self.codes.nbytes <= self.cache_bytes
+                     else self.cost_checked_id)
+        cost = (self.cost_listed_id * listed + per_check * checked
                 + self.cost_run * runs + combine)
         out.update(cost_index_ns=float(cost), cells_touched=cells, runs_planned=runs, ids_listed=listed,
                    ids_checked=checked, fraction_touched=candidates / max(1, n),
@@ -702,7 +717,8 @@ class BoxIndex:
         buf = np.empty(cand, self.order.dtype)
         counts = np.zeros(lengths.shape[0], np.int64)
         if lengths.shape[0]:
-            _collect(self.order, self.codes, run_start, run_stop, run_full, run_row, run_box,
+            collect = _collect if cand >= self.parallel_min else _collect_serial
+            collect(self.order, self.codes, run_start, run_stop, run_full, run_row, run_box,
                      out_off, box_dims, box_k, box_lo, box_hi, buf, counts)
         dst_off = np.zeros(counts.shape[0] + 1, np.int64)
         np.cumsum(counts, out=dst_off[1:])
@@ -715,13 +731,15 @@ class BoxIndex:
             votes = np.zeros(n, vdtype)
             _accumulate(matched, votes)
             chunk = 1 << 16
-            per = _nonzero_counts(votes, chunk)
+            big = n >= 4 * self.parallel_min
+            per = (_nonzero_counts if big else _nonzero_counts_serial)(votes, chunk)
             off = np.zeros(per.shape[0] + 1, np.int64)
             np.cumsum(per, out=off[1:])
             ids = np.empty(int(off[-1]), np.int64)
             out_votes = np.empty(ids.shape[0], vdtype)
             if ids.shape[0]:
-                _nonzero_gather(votes, chunk, off, ids, out_votes)
+                (_nonzero_gather if big else _nonzero_gather_serial)(votes, chunk, off, ids,
+                                                                      out_votes)
         else:
             uniq, cnt = np.unique(matched, return_counts=True)
             ids = uniq.astype(np.int64)
