@@ -127,12 +127,25 @@ def timed(fn, repeats):
 
 
 def first_page(codes, res, centre, page=50):
-    """Rank the result set (votes, then similarity to the positives, then id)."""
-    ids = res.ids
+    """The first page: most votes, then similarity to the positives, then id.
+
+    Scores every match (32 bytes read per match), then partially sorts: only
+    the top tier of votes and its ``page`` best scores are fully ordered.
+    """
+    ids, votes = res.ids, res.votes.astype(np.int64)
+    if ids.shape[0] == 0:
+        return ids
     x = np.asarray(codes[ids], np.float32)
     score = x @ (centre - 128.0)
-    top = np.lexsort((ids, -score, -res.votes.astype(np.int64)))[:page]
-    return ids[top]
+    top, out = votes.max(), []
+    while len(out) < page and top > 0:
+        tier = np.flatnonzero(votes == top)
+        if tier.shape[0] > page:
+            tier = tier[np.argpartition(-score[tier], page - 1)[:page]]
+        tier = tier[np.lexsort((ids[tier], -score[tier]))]
+        out.extend(tier[:page - len(out)].tolist())
+        top -= 1
+    return ids[np.asarray(out, np.int64)]
 
 
 def run_size(n, args):

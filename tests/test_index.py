@@ -252,8 +252,13 @@ def test_on_disk_round_trip_and_catalogue(tmp_path, rng):
     ref = scan(codes, boxes)
     np.testing.assert_array_equal(res.ids, ref.ids)
     np.testing.assert_array_equal(res.votes, ref.votes)
+    before = (idx.path / "order.npy").stat().st_mtime_ns
+    reused = BoxIndex.build(cat, progress=False)  # built once per catalogue: reopened
+    assert (idx.path / "order.npy").stat().st_mtime_ns == before and reused.path == idx.path
     with pytest.raises(FileExistsError, match="overwrite=True"):
-        BoxIndex.build(cat, progress=False)
+        BoxIndex.build(cat, progress=False, subsets=SUBSETS[:3])
+    with pytest.raises(FileExistsError, match="does not match"):
+        BoxIndex.build(codes[:2000], idx.path, progress=False)
     BoxIndex.build(cat, progress=False, overwrite=True, subsets=SUBSETS[:3])
     assert len(BoxIndex.open(idx.path, cat).subsets) == 3
 

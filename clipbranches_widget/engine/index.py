@@ -355,7 +355,9 @@ class BoxIndex:
         memory_budget : int
             Bytes of ids scattered per pass; subsets are built in groups that fit.
         overwrite : bool
-            Replace a complete index already at ``path``.
+            Replace a complete index already at ``path``. Without it, an index
+            there built from the same codes with the same settings is reopened
+            (no work), and any other raises ``FileExistsError``.
         """
         from .branches import default_feature_subsets
 
@@ -378,6 +380,18 @@ class BoxIndex:
             raise ValueError("subsets: expected distinct feature subsets, got duplicates")
         if path is None and cat_path is not None:
             path = Path(cat_path) / "index"
+        if path is not None and (Path(path) / MANIFEST).exists() and not overwrite:
+            # built once per catalogue: a complete index of the same codes and settings is reused
+            try:
+                existing = cls.open(path, codes)
+            except ValueError as exc:
+                raise FileExistsError(f"{path}: an index that does not match is there ({exc}); "
+                                      "pass overwrite=True to replace it") from None
+            if existing.subsets == subsets and existing.block_size == block_size:
+                log.info("BoxIndex: reusing the complete index at %s", path)
+                return existing
+            raise FileExistsError(f"{path}: an index with other subsets or block_size is there; "
+                                  "pass overwrite=True to replace it")
         t0 = time.perf_counter()
 
         # grid design from a sample of rows
@@ -413,9 +427,6 @@ class BoxIndex:
         tmp = None
         if path is not None:
             path = Path(path)
-            if (path / MANIFEST).exists() and not overwrite:
-                raise FileExistsError(f"{path}: an index is already there; pass overwrite=True "
-                                      "to replace it")
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.building-", dir=path.parent))
         try:
