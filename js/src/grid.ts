@@ -70,7 +70,7 @@ class Cell {
     this.problem.textContent = item.problem || (item.thumb ? "" : `#${item.id}`);
     this.el.classList.toggle("cb-broken", !item.thumb);
     this.el.title = `${item.name || "#" + item.id} (id ${item.id})`;
-    this.votes.textContent = item.votes > 0 ? `${item.votes}\u2009v` : "";
+    this.votes.textContent = item.votes > 0 ? `${item.votes} vote${item.votes === 1 ? "" : "s"}` : "";
     this.score.textContent = Number.isFinite(item.score) ? item.score.toFixed(2) : "";
     this.el.dataset.votes = String(item.votes);
   }

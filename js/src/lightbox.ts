@@ -107,7 +107,7 @@ export class Lightbox {
     add("rank", d.rank === null ? "not in the results" : `${d.rank + 1}`);
     add("votes", d.n_boxes ? `${d.votes ?? d.boxes.length} of ${d.n_boxes} boxes` : "\u2013 (no model yet)");
     add("score", fmt(d.score));
-    add("similarity to the query", fmt(d.similarity));
+    add("similarity", d.similarity === null ? "\u2013 (no query)" : `${fmt(d.similarity)} to the query`);
     if (dims) add("size", dims);
     why.append(facts);
     if (d.n_boxes) {
