@@ -1,6 +1,7 @@
 """Kernel-side thumbnails: small encoded images sent to the grid as binary buffers.
 
-The browser never reads the user's files: the kernel opens each image with
+The browser never reads the user's files: the kernel opens each image (a path,
+a file:// URL, or an http(s) URL when the catalogue was built from URLs) with
 Pillow, shrinks it keeping its aspect ratio, encodes it (JPEG, or PNG when it
 has transparency) and hands the bytes to the widget, which sends them as
 binary comm buffers (never base64). Encoded thumbnails are kept in a bounded
@@ -17,7 +18,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from urllib.parse import unquote, urlparse
 
-__all__ = ["Thumbnail", "Thumbnailer", "local_path", "open_image"]
+__all__ = ["Thumbnail", "Thumbnailer", "encode", "full_image", "local_path", "open_image",
+           "read_bytes"]
 
 log = logging.getLogger(__name__)
 
@@ -32,11 +34,14 @@ class Thumbnail:
     mime: str
 
 
+URL_TIMEOUT_S = 20
+
+
 def local_path(uri) -> str:
     """A filesystem path for ``uri`` (a path or a ``file://`` URL).
 
-    Remote URLs are refused with a clear error: the widget works offline and
-    never fetches from the network behind the user's back.
+    Raises ``ValueError`` for anything else (http(s) URLs are read by
+    ``read_bytes``, never mistaken for paths).
     """
     if uri is None:
         raise ValueError("image: this item has no URI")
@@ -44,25 +49,51 @@ def local_path(uri) -> str:
     parsed = urlparse(uri)
     if parsed.scheme == "file":
         return unquote(parsed.path)
-    if parsed.scheme in ("", ) or len(parsed.scheme) == 1:  # plain or Windows drive path
+    if parsed.scheme == "" or len(parsed.scheme) == 1:  # plain or Windows drive path
         return uri
     raise ValueError(f"image: expected a local path or file:// URL, got {uri!r}")
+
+
+def is_remote(uri) -> bool:
+    return isinstance(uri, str) and uri.startswith(("http://", "https://"))
+
+
+def read_bytes(uri) -> bytes:
+    """The raw bytes of an image: a path, a ``file://`` URL or an http(s) URL.
+
+    http(s) is fetched only for catalogues built from URLs, i.e. when the
+    user's own catalogue points there.
+    """
+    if is_remote(uri):
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(uri, timeout=URL_TIMEOUT_S) as response:
+                return response.read()
+        except OSError as e:
+            raise OSError(f"image: could not fetch {uri!r} ({e})") from None
+    path = local_path(uri)
+    try:
+        with open(path, "rb") as fh:
+            return fh.read()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"image: no file at {path!r}") from None
 
 
 def open_image(uri):
     """Open ``uri`` as a fully decoded PIL image (errors name the file)."""
     from PIL import Image
 
-    path = local_path(uri)
+    data = read_bytes(uri)
     try:
-        with Image.open(path) as im:
+        with Image.open(io.BytesIO(data)) as im:
             im.load()
-            return im.copy() if im.mode in ("RGB", "RGBA", "L") else im.convert(
-                "RGBA" if "A" in im.getbands() or "transparency" in im.info else "RGB")
-    except FileNotFoundError:
-        raise FileNotFoundError(f"image: no file at {path!r}") from None
+            if im.mode in ("RGB", "RGBA", "L"):
+                return im.copy()
+            alpha = "A" in im.getbands() or "transparency" in im.info
+            return im.convert("RGBA" if alpha else "RGB")
     except OSError as e:
-        raise OSError(f"image: could not read {path!r} as an image ({e})") from None
+        raise OSError(f"image: could not read {uri!r} as an image ({e})") from None
 
 
 def encode(im, *, quality: int = 85) -> Thumbnail:

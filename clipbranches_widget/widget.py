@@ -25,6 +25,7 @@ import os
 import pathlib
 import shutil
 import time
+from urllib.parse import urlparse
 
 import anywidget
 import numpy as np
@@ -32,7 +33,7 @@ import traitlets
 
 from .engine.catalogue import Catalogue
 from .session import Results, Session
-from .thumbnails import Thumbnailer, full_image, local_path
+from .thumbnails import Thumbnailer, full_image, is_remote, local_path, read_bytes
 
 __all__ = ["ClipBranches", "FRONTEND_KEYS"]
 
@@ -55,6 +56,10 @@ def _bundle(name: str) -> pathlib.Path | str:
                "'clipbranches_widget: the front-end bundle is missing (see the README)'; } };" \
             if name.endswith(".js") else ""
     return path
+
+
+def _suffix(uri: str) -> str:
+    return pathlib.PurePosixPath(urlparse(uri).path if is_remote(uri) else uri).suffix
 
 
 class ClipBranches(anywidget.AnyWidget):
@@ -174,8 +179,11 @@ class ClipBranches(anywidget.AnyWidget):
                                  "copy; export to a .csv or .parquet file instead")
             width = max(4, len(str(len(df))))
             for rank, (i, uri) in enumerate(zip(df["id"].tolist(), df["uri"].tolist())):
-                src = pathlib.Path(local_path(uri))
-                shutil.copy2(src, path / f"{rank:0{width}d}_{i}{src.suffix}")
+                target = path / f"{rank:0{width}d}_{i}{_suffix(uri)}"
+                if is_remote(uri):
+                    target.write_bytes(read_bytes(uri))
+                else:
+                    shutil.copy2(local_path(uri), target)
             df.to_csv(path / "results.csv", index=False)
         log.info("export: %d results to %s", len(df), path)
         return path

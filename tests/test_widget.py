@@ -446,3 +446,44 @@ def test_committed_bundle_is_built_from_the_sources(tmp_path):
         assert shipped.read_bytes() == (tmp_path / name).read_bytes(), \
             f"{shipped} is stale: rebuild with `npm run build --prefix js` and commit it"
     assert shutil.which("node") is not None
+
+
+def test_catalogue_of_http_urls_gets_thumbnails_and_exports(tmp_path, cifar):
+    """A catalogue built from URLs: the kernel fetches them (here from 127.0.0.1)."""
+    import functools
+    import http.server
+    import threading
+
+    cat, _ = cifar
+    site = tmp_path / "site"
+    site.mkdir()
+    for k in range(6):
+        shutil.copy(cat.uris[k], site / f"{k}.jpg")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(site))
+    handler.log_message = lambda *a: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        uris = [f"{base}/{k}.jpg" for k in range(6)] + [f"{base}/missing.jpg"]
+        web = Catalogue.from_embeddings(cat.embeddings[:7].copy(), uris=uris)
+        w = ClipBranches(web)
+        items = {it["id"]: it for it in w.items}
+        assert all(items[k]["thumb"] is not None for k in range(6))
+        assert Image.open(io.BytesIO(items[3]["thumb"])).size == (32, 32)
+        assert items[6]["thumb"] is None and "could not fetch" in items[6]["problem"]
+        front = Front(w)
+        front.update(user_selection=[0])
+        front.act("more")
+        with pytest.raises(OSError, match="could not fetch .*missing.jpg"):
+            w.export(tmp_path / "broken")  # a copy that cannot be made is an error, not a gap
+        six = ClipBranches(Catalogue.from_embeddings(cat.embeddings[:6].copy(), uris=uris[:6]))
+        f6 = Front(six)
+        f6.update(user_selection=[0])
+        assert f6.act("more")["ok"] and six.total == 6
+        out = six.export(tmp_path / "copies")
+        names = sorted(p.name for p in out.glob("*.jpg"))
+        assert len(names) == 6 and names[0] == "0000_0.jpg"
+        assert (out / names[0]).read_bytes() == (site / "0.jpg").read_bytes()
+    finally:
+        server.shutdown()
