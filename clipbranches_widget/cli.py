@@ -49,9 +49,13 @@ def _build(args) -> int:
                           path_column=args.path_column, keep_embeddings=not args.no_embeddings,
                           overwrite=args.overwrite, progress=not args.no_progress)
     failed = cat.failed
-    print(f"{args.out}: {len(cat)} items" + (f", {len(failed)} unreadable images skipped "
-                                             f"(see {Path(args.out) / 'failed.jsonl'})"
-                                             if failed else ""))
+    done = cat.build_summary
+    speed = (f" in {done['seconds']:.1f} s ({done['images_per_s']:.0f} images/s)"
+             if done is not None and done["images"] > done["resumed"] else " (already built)"
+             if done is None else " (resumed: nothing left to embed)")
+    print(f"{args.out}: {len(cat)} items{speed}"
+          + (f", {len(failed)} unreadable images skipped (see "
+             f"{Path(args.out) / 'failed.jsonl'})" if failed else ""))
     return 0
 
 

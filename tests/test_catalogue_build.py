@@ -61,6 +61,10 @@ def test_build_open_round_trip(photos, tmp_path, embedder):
     assert m["dims"] == {"code": 32, "embedding": embedder.n_features_}
     assert m["compressor"]["kind"] == "pca"
     assert not partial_dir(out).exists()
+    done = cat.build_summary
+    assert done["images"] == 25 and done["items"] == 25 and done["failed"] == 0
+    assert done["resumed"] == 0 and done["images_per_s"] > 0
+    assert again.build_summary is None
 
 
 def test_opened_catalogue_searches_by_text_with_a_lazily_created_embedder(photos, tmp_path,
@@ -333,6 +337,8 @@ def test_clip_retrieval_reader(tmp_path, rng):
     np.testing.assert_array_equal(np.asarray(cat.embeddings), X)
     assert list(cat.metadata["caption"][:2]) == ["c0", "c1"]
     assert not cat.has_embedder
+    with pytest.raises(ValueError, match="pretrained: expected the tag or checkpoint"):
+        Catalogue.from_clip_retrieval(tmp_path / "cr", model="ViT-B-32")
     with_model = Catalogue.from_clip_retrieval(tmp_path / "cr", model="ViT-B-32",
                                                pretrained="openai")
     assert with_model.embedder_spec["model"] == "ViT-B-32"

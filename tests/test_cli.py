@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -21,7 +22,11 @@ def test_build_then_info(tmp_path, capsys):
                "--pretrained", "none", "--batch-size", "4", "--no-progress"])
     assert rc == 0
     printed = capsys.readouterr().out
-    assert f"{out}: 9 items, 1 unreadable images skipped" in printed
+    assert re.search(rf"{re.escape(str(out))}: 9 items in [0-9.]+ s \([0-9]+ images/s\), "
+                     r"1 unreadable images skipped", printed), printed
+    assert main(["build", str(tmp_path / "imgs"), str(out), "--model", "clipbranches-tiny",
+                 "--pretrained", "none", "--batch-size", "4", "--no-progress"]) == 0
+    assert f"{out}: 9 items (already built)" in capsys.readouterr().out
     cat = Catalogue.open(out)
     assert len(cat) == 9 and list(cat.uris) == sorted(paths)
     assert main(["info", str(out), "--json"]) == 0

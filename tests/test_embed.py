@@ -207,3 +207,25 @@ def test_torchvision_fix_reraises_unrelated_errors(tmp_path):
         ensure_torchvision()
     """, env_extra={"PYTHONPATH": f"{tmp_path}{os.pathsep}{os.getcwd()}"}, cwd=tmp_path)
     assert r.returncode != 0 and "something else broke" in r.stderr
+
+
+def test_images_by_url(embedder, tmp_path):
+    import functools
+    import http.server
+    import threading
+
+    paths = write_images(tmp_path, 2)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        urls = [f"{base}/{os.path.basename(p)}" for p in paths]
+        np.testing.assert_allclose(embedder.embed_images(urls), embedder.embed_images(paths),
+                                   atol=1e-6)
+        with pytest.raises(ImageReadError, match="missing.png: HTTPError: HTTP Error 404"):
+            embedder.embed_images([f"{base}/missing.png"])
+    finally:
+        server.shutdown()
+        server.server_close()

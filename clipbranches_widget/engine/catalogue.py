@@ -64,6 +64,9 @@ class Catalogue:
         self.path = None if path is None else Path(path)
         self.manifest = manifest
         self.metadata = None  # a DataFrame of per-item metadata, when a reader provides one
+        # what the last build of this catalogue did (images, items, failed, seconds,
+        # images_per_s, resumed, timings); None when not built in this process
+        self.build_summary = None
         self.index = None  # a BoxIndex, when one is built for this catalogue
         self._seeder = None
 
@@ -283,12 +286,15 @@ class Catalogue:
                      "append() adds new images)", out)
             shutil.rmtree(partial_dir(out), ignore_errors=True)
             return cls.open(out, embedder=embedder)
-        build_catalogue(uris, out, embedder, compressor=compressor, batch_size=batch_size,
-                        chunk_size=chunk_size, keep_embeddings=keep_embeddings,
-                        progress=progress, overwrite=overwrite, callback=callback,
-                        source_label=str(source) if isinstance(source, (str, os.PathLike))
-                        else type(source).__name__)
-        return cls.open(out, embedder=embedder)
+        summary = build_catalogue(uris, out, embedder, compressor=compressor,
+                                  batch_size=batch_size, chunk_size=chunk_size,
+                                  keep_embeddings=keep_embeddings, progress=progress,
+                                  overwrite=overwrite, callback=callback,
+                                  source_label=str(source) if isinstance(source, (str, os.PathLike))
+                                  else type(source).__name__)
+        cat = cls.open(out, embedder=embedder)
+        cat.build_summary = summary
+        return cat
 
     def append(self, source=None, *, embeddings=None, uris=None, batch_size: int = 64,
                chunk_size: int | None = None, path_column: str | None = None,
@@ -410,6 +416,9 @@ class Catalogue:
         cat = cls.from_embeddings(X, uris=uris, compressor=compressor,
                                   keep_embeddings=keep_embeddings)
         if model is not None:
+            if pretrained is None:
+                raise ValueError(f"pretrained: expected the tag or checkpoint of {model!r} that "
+                                 "made these embeddings (random weights would not match them)")
             cat.embedder_spec = {"model": model, "pretrained": pretrained, "seed": 0}
         cat.metadata = meta
         return cat
