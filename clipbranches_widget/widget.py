@@ -3,11 +3,12 @@
 State lives in synced traits with one writer per key:
 
 * the front end owns the user's intent: ``user_labels``, ``user_page``,
-  ``user_query``, ``user_selection`` (Python reads them, never writes them
-  after construction);
+  ``user_query``, ``user_selection``, ``user_box`` (Python reads them, never
+  writes them after construction);
 * Python owns the results: ``items`` (the shown page, thumbnails as binary
   buffers), ``total``, ``page_count``, ``page_shown``, ``kind``, ``status``,
-  ``timings``, ``error``, ... (the front end only reads them).
+  ``timings``, ``error``, ``facets`` (results per box of the model), ... (the
+  front end only reads them).
 
 Actions (search, more, refine, reset, page, detail) arrive as custom messages
 ``{"type": "action", "action": ..., "req": ...}``; each gets one reply
@@ -43,7 +44,7 @@ STATIC = pathlib.Path(__file__).parent / "static"
 WIDGET_FORMAT = 1
 
 #: Keys written only by the front end (the user's intent).
-FRONTEND_KEYS = ("user_labels", "user_page", "user_query", "user_selection")
+FRONTEND_KEYS = ("user_labels", "user_page", "user_query", "user_selection", "user_box")
 
 
 def _bundle(name: str) -> pathlib.Path | str:
@@ -86,6 +87,7 @@ class ClipBranches(anywidget.AnyWidget):
     user_page = traitlets.Int(0).tag(sync=True)
     user_query = traitlets.Unicode("").tag(sync=True)
     user_selection = traitlets.List(traitlets.Int()).tag(sync=True)
+    user_box = traitlets.Int(-1).tag(sync=True)            # facet: show one box's items (-1: all)
 
     # --- Python owned: the results ---
     items = traitlets.List(traitlets.Dict()).tag(sync=True)  # the shown page
@@ -102,6 +104,9 @@ class ClipBranches(anywidget.AnyWidget):
     n_items = traitlets.Int(0).tag(sync=True)
     text_search = traitlets.Bool(False).tag(sync=True)
     rounds = traitlets.Int(0).tag(sync=True)
+    facets = traitlets.List(traitlets.Dict()).tag(sync=True)  # per box: box, count, dims
+    box_shown = traitlets.Int(-1).tag(sync=True)           # the facet applied (-1: all)
+    shown_total = traitlets.Int(0).tag(sync=True)          # results in that facet
 
     def __init__(self, source, *, thumb_size: int = 160, _user_state: dict | None = None,
                  **session_kwargs):
@@ -118,6 +123,7 @@ class ClipBranches(anywidget.AnyWidget):
         self._session = session
         self._thumbs = Thumbnailer(thumb_size)
         self._browse = None
+        self._facet_cache = None
         # the user's intent starts from the session (a reloaded one keeps its labels);
         # this is the only time Python sets these keys, before any front end exists
         user = {"user_labels": {str(i): v for i, v in session.labels.items()},
@@ -193,7 +199,7 @@ class ClipBranches(anywidget.AnyWidget):
         path = pathlib.Path(path)
         data = {"format": WIDGET_FORMAT, "session": self._session.to_dict(),
                 "view": {"user_page": self.user_page, "user_query": self.user_query,
-                         "user_selection": list(self.user_selection),
+                         "user_selection": list(self.user_selection), "user_box": self.user_box,
                          "thumb_size": self._thumbs.size}}
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(json.dumps(data))
@@ -209,7 +215,8 @@ class ClipBranches(anywidget.AnyWidget):
                              f"got {data.get('format')!r}")
         session = Session.from_dict(data["session"], catalogue, **kwargs)
         view = data.get("view", {})
-        state = {k: view[k] for k in ("user_page", "user_query", "user_selection") if k in view}
+        state = {k: view[k] for k in ("user_page", "user_query", "user_selection", "user_box")
+                 if k in view}
         return cls(session, thumb_size=view.get("thumb_size", 160), _user_state=state)
 
     def __repr__(self) -> str:
@@ -306,27 +313,52 @@ class ClipBranches(anywidget.AnyWidget):
                                    np.full(n, np.nan, np.float32), "browse", "browse")
         return self._browse
 
+    def _facets(self, res: Results):
+        """(n_results, n_boxes) bool: which box contains which result (cached per result set)."""
+        model = self._session.model
+        if res.kind != "refined" or model is None:
+            return None
+        if self._facet_cache is None or self._facet_cache[0] is not res:
+            inside = model.boxes_.contains(self.catalogue.codes[res.ids])
+            self._facet_cache = (res, inside)
+        return self._facet_cache[1]
+
     def _show(self) -> None:
         """Put the page the user asked for into the traits, all at once."""
         res = self._current()
+        inside = self._facets(res)
+        box = int(self.user_box)
+        shown = res
+        if inside is not None and 0 <= box < inside.shape[1]:
+            keep = inside[:, box]  # one box's items, still in rank order
+            shown = Results(res.ids[keep], res.votes[keep], res.scores[keep], res.kind,
+                            res.path, res.timings)
+        else:
+            box = -1
         size = self._session.page_size
-        n_pages = max(1, math.ceil(res.count / size))
+        n_pages = max(1, math.ceil(shown.count / size))
         number = min(max(int(self.user_page), 0), n_pages - 1)
-        page = res.page(number, size)
+        page = shown.page(number, size)
         t0 = time.perf_counter()
         items = [self._item(int(i), int(v), float(s))
                  for i, v, s in zip(page.ids, page.votes, page.scores)]
         timings = dict(res.timings)
         timings["thumbs_ms"] = (time.perf_counter() - t0) * 1e3
         model = self._session.model
+        facets = [] if inside is None else [
+            {"box": b, "count": int(c), "dims": list(model.boxes_.dims[b])}
+            for b, c in enumerate(inside.sum(axis=0).tolist())]
         with self.hold_sync():
             self.items = items
             self.total = res.count
+            self.shown_total = shown.count
             self.page_count = n_pages
             self.page_shown = number
             self.kind = res.kind
             self.timings = timings
             self.n_boxes = 0 if model is None or res.kind != "refined" else model.boxes_.n_boxes
+            self.facets = facets
+            self.box_shown = box
             self.search_path = res.path
             self.rounds = self._session.rounds
             self.error = ""

@@ -259,6 +259,18 @@ def test_search_click_refine_in_jupyterlab(tmp_path):
             page.screenshot(path=str(shots / "refined.png"))
             root.screenshot(path=str(shots / "widget.png"))
 
+            # per-box facets: show only box 0's results, then all again
+            facet = root.locator('.cb-facet[data-box="0"]')
+            expect(facet).to_be_visible()
+            facet.click()
+            expect(root.locator(".cb-kind")).to_contain_text("in box 0")
+            in_box = kernel.eval("[int(i) for i in w.session.results.ids["
+                                 "w.model.boxes_.contains(w.catalogue.codes["
+                                 "w.session.results.ids])[:, 0]]][:60]")
+            _wait("box 0's results in the grid", lambda: dom_ids(page) == in_box, 30)
+            root.locator('.cb-facet[data-box="-1"]').click()
+            _wait("all results back in the grid", lambda: dom_ids(page) == refined, 30)
+
             # keyboard: ? overlay, arrows + 2 on the first cell, Escape
             root.locator(".cb-grid").focus()
             page.keyboard.press("?")

@@ -234,6 +234,37 @@ def test_more_like_these_uses_the_selection_then_the_positives(cifar):
     front.assert_python_wrote_no_user_key()
 
 
+def test_box_facets_count_and_filter_the_results(cifar):
+    cat, classes = cifar
+    w = ClipBranches(cat, k=60, page_size=4)
+    front = Front(w)
+    assert w.facets == [] and w.box_shown == -1
+    front.update(user_query="truck")
+    front.act("search")
+    front.label({i: (1 if classes[i] == "truck" else -1) for i in w.session.results.ids})
+    front.act("refine")
+    res, boxes = w.session.results, w.model.boxes_
+    inside = boxes.contains(cat.codes[res.ids])
+    assert [f["box"] for f in w.facets] == list(range(boxes.n_boxes))
+    assert [f["count"] for f in w.facets] == inside.sum(axis=0).tolist()
+    assert [tuple(f["dims"]) for f in w.facets] == list(boxes.dims)
+    b = int(np.argmax(inside.sum(axis=0)))
+    front.update(user_box=b, user_page=0)
+    assert front.act("page")["ok"]
+    assert w.box_shown == b and w.shown_total == inside[:, b].sum() and w.total == res.count
+    seen = []
+    for p in range(w.page_count):
+        front.update(user_page=p)
+        front.act("page")
+        seen += shown_ids(w)
+    np.testing.assert_array_equal(seen, res.ids[inside[:, b]])  # that box's items, in rank order
+    assert boxes.contains(cat.codes[seen])[:, b].all()
+    front.update(user_box=boxes.n_boxes + 3)  # a box that does not exist: everything
+    front.act("page")
+    assert w.box_shown == -1 and w.shown_total == w.total
+    front.assert_python_wrote_no_user_key()
+
+
 # ---------------------------------------------------------------------------- errors keep labels
 def test_failed_refine_shows_the_error_and_keeps_labels_and_grid(cifar):
     cat, _ = cifar
@@ -384,7 +415,7 @@ def test_reset_starts_over(cifar):
     front.label({shown_ids(w)[0]: 1})
     front.act("refine")
     # the front end clears its own keys, then asks Python to drop the results
-    front.update(user_labels={}, user_query="", user_selection=[], user_page=0)
+    front.update(user_labels={}, user_query="", user_selection=[], user_page=0, user_box=-1)
     assert front.act("reset")["ok"]
     assert w.kind == "browse" and w.model is None and w.labels == {} and w.total == len(cat)
     assert w.results.empty

@@ -25,6 +25,7 @@ export interface State {
   user_page: number;
   user_query: string;
   user_selection: number[];
+  user_box: number;
   // Python owned
   items: Item[];
   total: number;
@@ -40,6 +41,16 @@ export interface State {
   n_items: number;
   text_search: boolean;
   rounds: number;
+  facets: Facet[];
+  box_shown: number;
+  shown_total: number;
+}
+
+/** One box of the model and how many results it contains. */
+export interface Facet {
+  box: number;
+  count: number;
+  dims: number[];
 }
 
 export interface BoxWhy {

@@ -59,6 +59,7 @@ class View {
   private readonly pageText: HTMLSpanElement;
   private readonly pageBtns: HTMLButtonElement[];
   private readonly empty: HTMLDivElement;
+  private readonly facetBar: HTMLDivElement;
   private readonly help: HTMLDivElement;
   private readonly grid: Grid;
   private readonly lightbox: Lightbox;
@@ -122,6 +123,13 @@ class View {
     });
     this.banner.append(this.bannerText, dismiss);
 
+    // per-box facets: how many results each box of the model holds; a click shows one box
+    this.facetBar = el("div", "cb-facets");
+    this.facetBar.addEventListener("click", (e) => {
+      const chip = (e.target as HTMLElement).closest<HTMLElement>(".cb-facet");
+      if (chip) this.showBox(Number(chip.dataset.box));
+    });
+
     this.grid = new Grid((id) => this.openDetail(id), (id, e) => this.onCellClick(id, e));
     this.grid.el.tabIndex = 0;
     this.grid.el.addEventListener("keydown", (e) => this.onKey(e));
@@ -157,7 +165,7 @@ class View {
     this.lightbox.el.addEventListener("keydown", (e) => this.onKey(e));
     this.lightbox.el.tabIndex = -1;
 
-    this.root.append(form, summary, this.banner, this.grid.el, this.empty, pager, this.help, this.lightbox.el);
+    this.root.append(form, summary, this.banner, this.facetBar, this.grid.el, this.empty, pager, this.help, this.lightbox.el);
     host.append(this.root);
 
     const on = (keys: string[], fn: () => void) => {
@@ -170,12 +178,14 @@ class View {
     on(["user_labels", "user_selection"], () => this.renderMarks());
     on(["total", "kind", "n_boxes", "search_path", "timings", "page_shown", "page_count", "status"], () => this.renderSummary());
     on(["error"], () => this.renderError());
+    on(["facets", "box_shown"], () => this.renderFacets());
     on(["user_query"], () => {
       if (document.activeElement !== this.query) this.query.value = model.get("user_query");
     });
     this.renderItems();
     this.renderSummary();
     this.renderError();
+    this.renderFacets();
   }
 
   // ---- writes of front-end-owned keys (the only place they happen) ----
@@ -221,6 +231,7 @@ class View {
     const text = this.query.value.trim();
     this.model.set("user_query", text);
     this.model.set("user_page", 0);
+    this.model.set("user_box", -1);
     this.model.save_changes();
     void this.run("search");
   }
@@ -230,13 +241,21 @@ class View {
       this.model.set("user_selection", ids);
     }
     this.model.set("user_page", 0);
+    this.model.set("user_box", -1);
     this.model.save_changes();
     void this.run("more");
   }
 
   private refine(): void {
+    this.model.set("user_box", -1);
     this.setPage(0);
     void this.run("refine");
+  }
+
+  private showBox(box: number): void {
+    this.model.set("user_box", box === this.model.get("box_shown") ? -1 : box);
+    this.setPage(0);
+    void this.run("page");
   }
 
   private reset(): void {
@@ -244,6 +263,7 @@ class View {
     this.model.set("user_selection", []);
     this.model.set("user_query", "");
     this.model.set("user_page", 0);
+    this.model.set("user_box", -1);
     this.model.save_changes();
     this.query.value = "";
     void this.run("reset");
@@ -446,6 +466,8 @@ class View {
     let what = KIND_TEXT[kind] ?? kind;
     if (kind === "refined") what = `${what} (${m.get("n_boxes")} box${m.get("n_boxes") === 1 ? "" : "es"}, ${m.get("search_path")}, round ${m.get("rounds")})`;
     if (kind === "browse") what = `${what} (${NF.format(m.get("n_items"))} images)`;
+    const box = m.get("box_shown");
+    if (box >= 0) what = `${what} \u00b7 showing the ${NF.format(m.get("shown_total"))} in box ${box}`;
     this.kind.textContent = what;
     const t = m.get("timings") ?? {};
     const parts: string[] = [];
@@ -460,6 +482,27 @@ class View {
     this.pageBtns[0].disabled = this.pageBtns[1].disabled = p <= 0;
     this.pageBtns[2].disabled = this.pageBtns[3].disabled = p >= n - 1;
     this.renderBusy();
+  }
+
+  private renderFacets(): void {
+    const facets = this.model.get("facets") ?? [];
+    const shown = this.model.get("box_shown");
+    this.facetBar.hidden = facets.length === 0;
+    const chips: HTMLElement[] = [];
+    const chip = (box: number, text: string, title: string) => {
+      const b = button(text, "cb-facet", title);
+      b.dataset.box = String(box);
+      b.classList.toggle("cb-facet-on", box === shown);
+      b.setAttribute("aria-pressed", String(box === shown));
+      chips.push(b);
+    };
+    chips.push(el("span", "cb-facets-label", "boxes:"));
+    chip(-1, `all ${NF.format(this.model.get("total"))}`, "Show every result");
+    for (const f of facets) {
+      chip(f.box, `#${f.box} \u00b7 ${NF.format(f.count)}`,
+        `Box ${f.box} on dimensions ${f.dims.join(", ")}: ${f.count} results inside (click to show only these)`);
+    }
+    this.facetBar.replaceChildren(...chips);
   }
 
   private renderBusy(): void {
