@@ -14,7 +14,7 @@ import pytest
 from clipbranches_widget.engine.boxes import Boxes
 from clipbranches_widget.engine.parquet import write_parquet
 from clipbranches_widget.engine.scan import scan
-from clipbranches_widget.engine.sql import session_from_sql
+from clipbranches_widget.engine.sql import session_from_sql, session_to_sql
 from test_sql import sql_boxes
 
 pytest.importorskip("pyspark", reason="pyspark is a dev dependency: pip install -e '.[dev]'")
@@ -88,17 +88,23 @@ def test_empty_model_and_saved_session_file(spark, catalogue, tmp_path):
     empty = search_spark(spark, path, Boxes.empty(32))
     assert len(empty) == 0
     assert len(search_spark(spark, path, Boxes.empty(32), method="dataframe")) == 0
-    # a saved query file, as a user with a cluster would run it: plain spark.sql
+    # a saved session file, as a user with a cluster runs it (README): plain spark.sql
     boxes = sql_boxes(np.random.default_rng(7), 12)
-    sql_file = tmp_path / "saved.sql"
-    sql_file.write_text(boxes.to_sql("catalogue", dialect="spark"))
-    spark.read.parquet(str(path)).createOrReplaceTempView("catalogue")
+    saved = {"labels": {"3": 1, "7": -1}, "model": boxes.to_dict(), "query": "a red bus",
+             "n_items": len(codes), "rounds": 2}
+    sql_file = tmp_path / "bus.sql"
+    sql_file.write_text(session_to_sql(saved, "photos", dialect="spark"))
+    spark.read.parquet(str(path)).createOrReplaceTempView("photos")
     rows = spark.sql(sql_file.read_text()).collect()
     expected = scan(codes, boxes)
     o = np.lexsort((expected.ids, -expected.votes.astype(int)))
     assert [r["id"] for r in rows] == expected.ids[o].tolist()
     assert [r["votes"] for r in rows] == expected.votes[o].tolist()
-    assert session_from_sql(sql_file.read_text())["boxes"] == boxes
+    back = session_from_sql(sql_file.read_text())
+    # a session stores its model with to_dict (dims in sorted order): that model, exactly
+    assert back["boxes"] == Boxes.from_dict(saved["model"])
+    assert back["labels"] == {3: 1, 7: -1}
+    assert back["query"] == "a red bus"
 
 
 def test_bad_arguments(spark, catalogue):

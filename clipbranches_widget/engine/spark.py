@@ -49,6 +49,7 @@ def local_spark_session(master: str = "local[2]", *, app_name: str = "clipbranch
 
     builder = (SparkSession.builder.master(master).appName(app_name)
                .config("spark.ui.enabled", "false")
+               .config("spark.ui.showConsoleProgress", "false")
                .config("spark.driver.bindAddress", "127.0.0.1")
                .config("spark.driver.host", "127.0.0.1")
                .config("spark.sql.shuffle.partitions", "4")
@@ -122,9 +123,10 @@ def search_spark(spark, source, boxes, *, columns=None, id_column: str = "id",
     """Every row of ``source`` inside at least one box, with its votes, collected.
 
     ``source``: a Spark DataFrame or Parquet path(s) in the ``write_parquet``
-    layout. ``method="sql"`` runs ``Boxes.to_sql(dialect="spark")`` through
-    Spark SQL, ``"dataframe"`` the ``spark_filter`` / ``spark_votes``
-    columns; both return a ``ScanResult`` with ``path="spark"``.
+    layout. ``method="sql"`` runs ``Boxes.to_sql(dialect="spark", order=None)``
+    through Spark SQL, ``"dataframe"`` the ``spark_filter`` / ``spark_votes``
+    columns; both return a ``ScanResult`` with ``path="spark"``, ordered on
+    the driver by ``order`` ("id", "votes" or None).
     """
     from .boxes import Boxes
 
@@ -137,13 +139,16 @@ def search_spark(spark, source, boxes, *, columns=None, id_column: str = "id",
     F = _pyspark()
     t0 = time.perf_counter()
     df = _frame(spark, source)
+    # The matches are collected to the driver anyway, so they are sorted there:
+    # a distributed ORDER BY samples its input first, which runs the whole
+    # scan and filter twice.
     sql = None
     if method == "sql":
         view = f"clipbranches_{uuid.uuid4().hex[:12]}"
         df.createOrReplaceTempView(view)
         try:
             sql = boxes_to_sql(boxes, view, columns=columns, id_column=id_column,
-                               dialect="spark", order=order)
+                               dialect="spark", order=None)
             ids, votes = _collect(spark.sql(sql), id_column)
         finally:
             spark.catalog.dropTempView(view)
@@ -151,13 +156,15 @@ def search_spark(spark, source, boxes, *, columns=None, id_column: str = "id",
     else:
         out = (df.where(spark_filter(boxes, columns))
                .select(F.col(id_column), spark_votes(boxes, columns).alias("votes")))
-        if order == "votes":
-            out = out.orderBy(F.col("votes").desc(), F.col(id_column))
-        elif order == "id":
-            out = out.orderBy(F.col(id_column))
         ids, votes = _collect(out, id_column)
-    ms = (time.perf_counter() - t0) * 1e3
     votes = np.asarray(votes).astype(np.uint8 if boxes.n_boxes < 256 else np.uint16)
+    if order == "id":
+        keep = np.argsort(ids, kind="stable")
+        ids, votes = ids[keep], votes[keep]
+    elif order == "votes":
+        keep = np.lexsort((ids, -votes.astype(np.int64)))
+        ids, votes = ids[keep], votes[keep]
+    ms = (time.perf_counter() - t0) * 1e3
     log.info("spark (%s): %d matches in %.1f ms", method, ids.shape[0], ms)
     return ScanResult(ids, votes, "spark", {"sql": sql, "order": order, "method": method,
                                             "ms": ms})
