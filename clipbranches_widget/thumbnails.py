@@ -4,7 +4,8 @@ The browser never reads the user's files: the kernel opens each image (a path,
 a file:// URL, or an http(s) URL when the catalogue was built from URLs) with
 Pillow, shrinks it keeping its aspect ratio, encodes it (JPEG, or PNG when it
 has transparency) and hands the bytes to the widget, which sends them as
-binary comm buffers (never base64). Encoded thumbnails are kept in a bounded
+binary comm buffers (never base64). Images already small enough and in a
+format browsers decode are checked (fully decoded) and sent as they are. Encoded thumbnails are kept in a bounded
 LRU cache, so paging back and forth or refining re-sends bytes without
 re-decoding the files.
 """
@@ -80,20 +81,44 @@ def read_bytes(uri) -> bytes:
         raise FileNotFoundError(f"image: no file at {path!r}") from None
 
 
-def open_image(uri):
-    """Open ``uri`` as a fully decoded PIL image (errors name the file)."""
+#: Formats every browser decodes: small images in them are sent as they are.
+BROWSER_FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "GIF": "image/gif",
+                   "WEBP": "image/webp"}
+
+
+def _decode(uri, data: bytes):
     from PIL import Image
 
-    data = read_bytes(uri)
     try:
         with Image.open(io.BytesIO(data)) as im:
-            im.load()
+            im.load()  # every pixel: a truncated file fails here, not in the browser
+            fmt = im.format
             if im.mode in ("RGB", "RGBA", "L"):
-                return im.copy()
+                return im.copy(), fmt
             alpha = "A" in im.getbands() or "transparency" in im.info
-            return im.convert("RGBA" if alpha else "RGB")
+            return im.convert("RGBA" if alpha else "RGB"), fmt
     except OSError as e:
         raise OSError(f"image: could not read {uri!r} as an image ({e})") from None
+
+
+def open_image(uri):
+    """Open ``uri`` as a fully decoded PIL image (errors name the file)."""
+    return _decode(uri, read_bytes(uri))[0]
+
+
+def _shrunk(uri, max_side: int, quality: int) -> "Thumbnail":
+    """``uri`` no larger than ``max_side``, aspect ratio kept.
+
+    An image that is already small enough, in a format browsers decode, is
+    sent as its own bytes: no re-encoding cost and no second compression.
+    """
+    data = read_bytes(uri)
+    im, fmt = _decode(uri, data)
+    if max(im.size) <= max_side and fmt in BROWSER_FORMATS:
+        return Thumbnail(data, im.width, im.height, BROWSER_FORMATS[fmt])
+    # thumbnail() keeps the aspect ratio and never enlarges
+    im.thumbnail((max_side, max_side))
+    return encode(im, quality=quality)
 
 
 def encode(im, *, quality: int = 85) -> Thumbnail:
@@ -146,10 +171,7 @@ class Thumbnailer:
             self.hits += 1
             return hit
         self.misses += 1
-        im = open_image(uri)
-        # thumbnail() keeps the aspect ratio and never enlarges
-        im.thumbnail((self.size, self.size))
-        thumb = encode(im, quality=self.quality)
+        thumb = _shrunk(uri, self.size, self.quality)
         self._cache[key] = thumb
         if len(self._cache) > self.max_items:
             self._cache.popitem(last=False)
@@ -169,7 +191,4 @@ class Thumbnailer:
 
 def full_image(uri, *, max_side: int = 1024, quality: int = 90) -> Thumbnail:
     """The image for the lightbox: full size, shrunk only when larger than ``max_side``."""
-    im = open_image(uri)
-    if max(im.size) > max_side:
-        im.thumbnail((max_side, max_side))
-    return encode(im, quality=quality)
+    return _shrunk(uri, max_side, quality)

@@ -448,6 +448,17 @@ def test_thumbnails_keep_aspect_ratio_and_are_cached(tmp_path):
     c = t.get(str(rgba))  # small: not enlarged; alpha: PNG
     assert (c.width, c.height) == (50, 100) and c.mime == "image/png"
     assert Image.open(io.BytesIO(c.data)).mode == "RGBA"
+    # small enough and browser-readable: the file's own bytes (checked, not re-encoded)
+    jpg = tmp_path / "small.jpg"
+    Image.new("RGB", (40, 30), (10, 200, 10)).save(jpg, quality=70)
+    assert t.get(str(jpg)).data == jpg.read_bytes()
+    bmp = tmp_path / "small.bmp"  # not a browser format: re-encoded
+    Image.new("RGB", (40, 30), (10, 200, 10)).save(bmp)
+    d = t.get(str(bmp))
+    assert d.mime == "image/jpeg" and Image.open(io.BytesIO(d.data)).size == (40, 30)
+    truncated = tmp_path / "truncated.jpg"
+    truncated.write_bytes(jpg.read_bytes()[:200])
+    assert "could not read" in t.try_get(str(truncated))[1]
     small = Thumbnailer(16, max_items=2)
     for p in (wide, rgba, wide.as_uri()):
         small.get(str(p))
