@@ -66,8 +66,8 @@ def jupyter_lab(tmp: pathlib.Path):
     root.mkdir()
     shutil.copy(NOTEBOOK, root / NOTEBOOK.name)  # never let autosave touch the repository file
     env = dict(os.environ)
-    dirs = {k: tmp / k.lower() for k in ("JUPYTER_CONFIG_DIR", "JUPYTER_RUNTIME_DIR",
-                                          "IPYTHONDIR")}
+    dirs = {k: tmp / k.lower() for k in ("JUPYTER_CONFIG_DIR", "JUPYTER_DATA_DIR",
+                                          "JUPYTER_RUNTIME_DIR", "IPYTHONDIR")}
     for k, d in dirs.items():
         d.mkdir()
         env[k] = str(d)

@@ -182,6 +182,8 @@ class View {
     on(["user_query"], () => {
       if (document.activeElement !== this.query) this.query.value = model.get("user_query");
     });
+    on(["text_search"], () => this.renderPlaceholder());
+    this.renderPlaceholder();
     this.renderItems();
     this.renderSummary();
     this.renderError();
@@ -482,6 +484,13 @@ class View {
     this.pageBtns[0].disabled = this.pageBtns[1].disabled = p <= 0;
     this.pageBtns[2].disabled = this.pageBtns[3].disabled = p >= n - 1;
     this.renderBusy();
+  }
+
+  private renderPlaceholder(): void {
+    // without a text encoder (precomputed embeddings), queries are by example images
+    this.query.placeholder = this.model.get("text_search")
+      ? "Describe what you are looking for\u2026"
+      : "No text encoder: Shift+click images, then More like these";
   }
 
   private renderFacets(): void {
