@@ -157,19 +157,33 @@ def test_text_input_is_checked(embedder):
         embedder.embed_images([], errors="ignore")
 
 
-def _run(code, env_extra=None, cwd=None):
+def _run(code, env_extra=None, cwd=None, prefix=""):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env_extra or {})}
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+    return subprocess.run([sys.executable, "-c", prefix + textwrap.dedent(code)], capture_output=True,
                           text=True, env=env, cwd=cwd, timeout=120)
 
 
-def test_torchvision_fix_makes_open_clip_importable():
+# loads torch_compat.py on its own: the package's numba/faiss imports would only
+# slow these subprocesses down
+LOAD_COMPAT = f"""
+import importlib.util
+spec = importlib.util.spec_from_file_location(
+    "torch_compat", {os.path.join(os.path.dirname(__file__), os.pardir, "clipbranches_widget",
+                                  "engine", "torch_compat.py")!r})
+torch_compat = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(torch_compat)
+ensure_torchvision = torch_compat.ensure_torchvision
+"""
+
+
+def test_torchvision_fix_makes_torchvision_importable():
+    # the oracle: does torchvision import natively in a fresh process?
     native = _run("import torchvision").returncode == 0
-    r = _run("""
-        from clipbranches_widget.engine.torch_compat import ensure_torchvision
+    r = _run(prefix=LOAD_COMPAT, code="""
         first = ensure_torchvision()
         second = ensure_torchvision()
-        import torchvision.transforms, open_clip
+        from torchvision import transforms
+        transforms.Normalize((0.5,), (0.5,))
         print(first, second)
     """)
     assert r.returncode == 0, r.stderr
@@ -178,32 +192,25 @@ def test_torchvision_fix_makes_open_clip_importable():
 
 
 def test_torchvision_fix_does_nothing_where_torchvision_imports(tmp_path):
-    # a torchvision that imports natively: nothing may be defined in its namespace
+    # a torchvision that imports natively: nothing is defined, torch not even imported
     fake = tmp_path / "torchvision"
     fake.mkdir()
     (fake / "__init__.py").write_text("NATIVE = True\n")
-    r = _run("""
-        import torch
-        from clipbranches_widget.engine.torch_compat import ensure_torchvision
-        print(ensure_torchvision())
+    r = _run(prefix=LOAD_COMPAT, code="""
+        import sys
+        print(torch_compat.ensure_torchvision())
         import torchvision
-        print(torchvision.NATIVE)
-        try:
-            torch.ops.torchvision.nms
-            print("defined")
-        except (AttributeError, RuntimeError):
-            print("undefined")
+        print(torchvision.NATIVE, torch_compat._library is None, "torch" in sys.modules)
     """, env_extra={"PYTHONPATH": f"{tmp_path}{os.pathsep}{os.getcwd()}"}, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.split() == ["False", "True", "undefined"]
+    assert r.stdout.split() == ["False", "True", "True", "False"]
 
 
 def test_torchvision_fix_reraises_unrelated_errors(tmp_path):
     fake = tmp_path / "torchvision"
     fake.mkdir()
     (fake / "__init__.py").write_text("raise RuntimeError('something else broke')\n")
-    r = _run("""
-        from clipbranches_widget.engine.torch_compat import ensure_torchvision
+    r = _run(prefix=LOAD_COMPAT, code="""
         ensure_torchvision()
     """, env_extra={"PYTHONPATH": f"{tmp_path}{os.pathsep}{os.getcwd()}"}, cwd=tmp_path)
     assert r.returncode != 0 and "something else broke" in r.stderr
