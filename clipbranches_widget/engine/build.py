@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from . import storage
-from .compress import Compressor
+from .compress import Compressor, is_fitted
 
 __all__ = ["build_catalogue", "embed_to_chunks", "partial_dir"]
 
@@ -169,7 +169,7 @@ def write_from_chunks(uris, work: Path, dest: Path, *, chunk_size: int, compress
         failures = [f for _, _, fs in read_chunks(uris, work, chunk_size) for f in fs]
         raise ValueError(f"none of the {len(uris)} images could be read; first: "
                          f"{failures[0][0]}: {failures[0][1]}")
-    if not hasattr(compressor, "components_"):
+    if not is_fitted(compressor):
         compressor.fit(_fit_sample(uris, work, chunk_size, compressor, n_ok))
     if dest.exists():
         shutil.rmtree(dest)

@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from . import storage
-from .compress import Compressor
+from .compress import Compressor, is_fitted, make_compressor
+from .compress import compressor_from_dict as _compressor_from_dict
 from .scan import ScanResult, scan
 from .seed import KnnSeeder
 from .validation import check_codes, check_embeddings, describe
@@ -101,12 +102,12 @@ class Catalogue:
         """Compress ``X`` (n, d) float embeddings into a catalogue.
 
         ``compressor``: a fitted or unfitted ``Compressor`` (default: PCA to 32
-        dims, fitted on X). ``keep_embeddings=False`` keeps only the codes;
-        k-NN then runs on the decoded codes.
+        dims, fitted on X), or a spec as in ``build``. ``keep_embeddings=False``
+        keeps only the codes; k-NN then runs on the decoded codes.
         """
         X = check_embeddings(X)
-        compressor = Compressor() if compressor is None else compressor
-        if not hasattr(compressor, "components_"):
+        compressor = make_compressor(compressor)
+        if not is_fitted(compressor):
             compressor.fit(X)
         codes = compressor.transform(X)
         return cls(codes, compressor=compressor, embeddings=X if keep_embeddings else None,
@@ -251,6 +252,9 @@ class Catalogue:
         ever holds a complete catalogue. Already built with the same model:
         it is opened, not rebuilt (``overwrite=True`` rebuilds).
         ``callback(n_done, n_total)`` runs after every batch.
+        ``compressor``: "pca" (default), "learned" (``LearnedCompressor``, needs
+        torch), a JSON file from ``save_compressor``, or a compressor; the
+        manifest records which ("kind").
         """
         from .build import build_catalogue, partial_dir
         from .embed import ClipEmbedder, _check_positive
@@ -425,23 +429,12 @@ class Catalogue:
 
 
 def compressor_from_dict(data: dict):
-    """A fitted compressor from its ``to_dict`` form (the manifest's)."""
-    kind = data.get("kind")
-    if kind == "pca":
-        return Compressor.from_dict(data)
-    raise ValueError(f"compressor: unknown kind {kind!r} in the manifest; this library reads "
-                     "'pca' (a newer clipbranches-widget may read it)")
+    """A fitted compressor from its ``to_dict`` form (the manifest's): dispatches on "kind"."""
+    return _compressor_from_dict(data)
 
 
 def _make_compressor(compressor):
-    if compressor is None or compressor == "pca":
-        return Compressor()
-    if isinstance(compressor, str):
-        raise ValueError(f"compressor: expected 'pca' or a Compressor, got {compressor!r}")
-    if not hasattr(compressor, "transform") or not hasattr(compressor, "to_dict"):
-        raise TypeError(f"compressor: expected 'pca' or a Compressor, got "
-                        f"{type(compressor).__name__}")
-    return compressor
+    return make_compressor(compressor)
 
 
 def _temp_dir() -> str:

@@ -12,9 +12,10 @@ from __future__ import annotations
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 
+from . import quantize as q8
 from .validation import check_codes, check_embeddings
 
-__all__ = ["Compressor"]
+__all__ = ["Compressor", "compressor_from_dict", "is_fitted", "make_compressor"]
 
 
 class Compressor(TransformerMixin, BaseEstimator):
@@ -74,15 +75,7 @@ class Compressor(TransformerMixin, BaseEstimator):
         self.explained_variance_ = np.zeros(k, np.float32)
         self.explained_variance_[:rank] = evals[order[:rank]] / max(1, X.shape[0] - 1)
         self.n_features_in_ = d
-        z = self.project(X)
-        low = np.quantile(z, self.quantile, axis=0)
-        high = np.quantile(z, 1 - self.quantile, axis=0)
-        width = high - low
-        flat = width <= 1e-6 * max(float(width.max()), 1e-30)  # numerically constant
-        low[flat] -= 0.5  # constant dimension: its value lands mid-range
-        width[flat] = 1.0
-        self.low_ = low.astype(np.float32)
-        self.scale_ = (255.0 / width).astype(np.float32)
+        self.low_, self.scale_ = q8.fit_per_dimension(self.project(X), self.quantile)
         return self
 
     def _check_fitted(self):
@@ -97,14 +90,13 @@ class Compressor(TransformerMixin, BaseEstimator):
         return (X - self.mean_) @ self.components_.T
 
     def quantize(self, z) -> np.ndarray:
-        z = np.asarray(z, np.float32)
-        return np.clip(np.rint((z - self.low_) * self.scale_), 0, 255).astype(np.uint8)
+        return q8.quantize(z, self.low_, self.scale_)
 
     def dequantize(self, codes) -> np.ndarray:
         """(n, n_components) float32 PCA coordinates of codes (bin centres)."""
         self._check_fitted()
         codes = check_codes(codes, n_features=len(self.low_), allow_empty=True)
-        return codes.astype(np.float32) / self.scale_ + self.low_
+        return q8.dequantize(codes, self.low_, self.scale_)
 
     def transform(self, X) -> np.ndarray:
         """(n, n_components) uint8 codes."""
@@ -131,3 +123,79 @@ class Compressor(TransformerMixin, BaseEstimator):
         c.scale_ = np.asarray(data["scale"], np.float32)
         c.n_features_in_ = c.mean_.shape[0]
         return c
+
+
+# --- choosing and restoring a compressor (``Catalogue.build(compressor=...)``, manifests) ---
+
+COMPRESSOR_KINDS = ("pca", "learned")
+
+
+def is_fitted(compressor) -> bool:
+    """Whether ``compressor`` can transform (works for every kind)."""
+    return hasattr(compressor, "low_") and hasattr(compressor, "scale_")
+
+
+def compressor_from_dict(data: dict):
+    """A fitted compressor from its ``to_dict`` form (a manifest's ``compressor``)."""
+    if not isinstance(data, dict):
+        raise TypeError(f"compressor: expected a dict from to_dict(), got {type(data).__name__}")
+    kind = data.get("kind")
+    if kind == "pca":
+        return Compressor.from_dict(data)
+    if kind == "learned":
+        from .learned import LearnedCompressor
+
+        return LearnedCompressor.from_dict(data)
+    raise ValueError(f"compressor: unknown kind {kind!r} in the manifest; this library reads "
+                     f"{', '.join(map(repr, COMPRESSOR_KINDS))} (a newer clipbranches-widget "
+                     "may read it)")
+
+
+def make_compressor(spec=None):
+    """A compressor from a spec: ``"pca"`` (default), ``"learned"`` (the learned
+    32-d head, needs torch to fit), a path to a JSON file written by
+    ``save_compressor`` (a fitted compressor, reused as is), or an instance."""
+    import os
+    from pathlib import Path
+
+    if spec is None or (isinstance(spec, str) and spec == "pca"):
+        return Compressor()
+    if isinstance(spec, str) and spec == "learned":
+        from .learned import LearnedCompressor
+
+        return LearnedCompressor()
+    if isinstance(spec, (str, os.PathLike)):
+        path = Path(spec)
+        if not path.is_file():
+            raise ValueError(f"compressor: expected 'pca' or a Compressor (or 'learned', or a "
+                             f"JSON file from save_compressor), got {os.fspath(spec)!r}: "
+                             "not a known kind, and no such file")
+        return load_compressor(path)
+    if not hasattr(spec, "transform") or not hasattr(spec, "to_dict"):
+        raise TypeError(f"compressor: expected 'pca' or a Compressor (or 'learned', or a path), "
+                        f"got {type(spec).__name__}")
+    return spec
+
+
+def save_compressor(compressor, path) -> None:
+    """Write a fitted compressor's ``to_dict`` as JSON (reusable with ``make_compressor``)."""
+    import json
+    from pathlib import Path
+
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(compressor.to_dict()), encoding="utf-8")
+    tmp.replace(path)
+
+
+def load_compressor(path):
+    """A fitted compressor from a JSON file written by ``save_compressor``."""
+    import json
+    from pathlib import Path
+
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"compressor: {str(path)!r} is not a compressor JSON file "
+                         f"(save_compressor writes one): {exc}") from exc
+    return compressor_from_dict(data)
