@@ -244,6 +244,28 @@ def test_append_images_later(photos, tmp_path, embedder):
     assert not (tmp_path / "cat" / ".append.partial").exists()
 
 
+def test_an_interrupted_append_leaves_the_catalogue_intact_and_resumes(photos, tmp_path,
+                                                                       embedder):
+    root, paths = photos
+    clean = build(paths[:5], tmp_path / "clean", embedder)
+    clean.append(paths[5:], batch_size=4, chunk_size=8, progress=False)
+    cat = build(paths[:5], tmp_path / "cat", embedder)
+
+    def stop(done, total):
+        if done >= 12:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        cat.append(paths[5:], batch_size=4, chunk_size=8, progress=False, callback=stop)
+    assert len(Catalogue.open(tmp_path / "cat")) == 5  # nothing committed
+    seen = []
+    assert cat.append(paths[5:], batch_size=4, chunk_size=8, progress=False,
+                      callback=lambda d, t: seen.append(d)) == 20
+    assert seen[0] == 12  # the first chunk (8 images) was kept
+    np.testing.assert_array_equal(cat.codes, clean.codes)
+    assert list(Catalogue.open(tmp_path / "cat").uris) == paths
+
+
 def test_append_embeddings_and_crash_safety(tmp_path, rng):
     X = rng.standard_normal((50, 24)).astype(np.float32)
     cat = Catalogue.from_embeddings(X[:40], uris=[f"u{i}" for i in range(40)])
