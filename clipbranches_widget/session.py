@@ -71,6 +71,14 @@ class Results:
         return df
 
 
+def _describe_query(query):
+    """What to remember of a query: its text, its example ids, or None (a vector)."""
+    if isinstance(query, str):
+        return query
+    q = np.asarray(query)
+    return None if q.dtype.kind == "f" else [int(i) for i in np.atleast_1d(q)]
+
+
 class Session:
     """Seed a search, collect labels, refine over the whole catalogue, page.
 
@@ -157,9 +165,7 @@ class Session:
         vector = self._query_vector(query)
         scores, ids = self.catalogue.seeder.search(vector, k)
         keep = ids >= 0
-        self.query = query if isinstance(query, str) else (
-            None if isinstance(query, np.ndarray) and query.dtype.kind == "f"
-            else [int(i) for i in np.atleast_1d(query)])
+        self.query = _describe_query(query)
         self.query_vector = vector
         ms = (time.perf_counter() - t0) * 1e3
         self.results = Results(ids[keep], np.zeros(int(keep.sum()), np.int64), scores[keep],
