@@ -266,6 +266,25 @@ def test_an_interrupted_append_leaves_the_catalogue_intact_and_resumes(photos, t
     assert list(Catalogue.open(tmp_path / "cat").uris) == paths
 
 
+def test_sharded_builds_merge_into_the_catalogue_of_all_images(photos, tmp_path, embedder):
+    root, paths = photos
+    whole = build(paths, tmp_path / "whole", embedder)
+    fitted = whole.compressor  # shards share one fitted compressor
+    a = build(paths[:8], tmp_path / "a", embedder, compressor=fitted)  # batch-aligned
+    (root / "notes.jpg").write_text("not an image")
+    build(paths[8:] + [str(root / "notes.jpg")], tmp_path / "b", embedder, compressor=fitted)
+    merged = Catalogue.merge([a, tmp_path / "b"], tmp_path / "merged")
+    np.testing.assert_array_equal(merged.codes, whole.codes)
+    np.testing.assert_array_equal(merged.embeddings, whole.embeddings)
+    assert list(merged.uris) == paths and len(merged.failed) == 1
+    assert merged.manifest["model"] == "clipbranches-tiny"
+    other = build(paths[:4], tmp_path / "other", embedder)  # its own PCA fit
+    with pytest.raises(ValueError, match="part 1 differs from part 0 in its compressor"):
+        Catalogue.merge([a, other], tmp_path / "bad")
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        Catalogue.merge([a], tmp_path / "merged")
+
+
 def test_append_embeddings_and_crash_safety(tmp_path, rng):
     X = rng.standard_normal((50, 24)).astype(np.float32)
     cat = Catalogue.from_embeddings(X[:40], uris=[f"u{i}" for i in range(40)])

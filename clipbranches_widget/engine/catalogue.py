@@ -398,6 +398,53 @@ class Catalogue:
         return added
 
     @classmethod
+    def merge(cls, parts, out, *, overwrite: bool = False,
+              block_rows: int = 1 << 20) -> "Catalogue":
+        """Concatenate catalogues (or their paths) into a new one at ``out``.
+
+        For sharded builds: build each shard (on any machine) with the same
+        fitted compressor, e.g. ``Catalogue.build(shard, compressor=fitted)``
+        or ``compressor="compressor.json"``, then merge. Ids follow the order
+        of ``parts``. The parts must agree on compressor, model and parts kept
+        (embeddings, URIs).
+        """
+        from .build import _commit
+
+        cats = [p if isinstance(p, Catalogue) else cls.open(p) for p in parts]
+        if not cats:
+            raise ValueError("parts: expected at least one catalogue, got none")
+        first = cats[0]
+        for i, c in enumerate(cats[1:], 1):
+            for what, a, b in (("compressor", first.compressor.to_dict(), c.compressor.to_dict()),
+                               ("model", first.embedder_spec, c.embedder_spec),
+                               ("embeddings kept", first.embeddings is not None,
+                                c.embeddings is not None),
+                               ("URIs kept", first.uris is not None, c.uris is not None)):
+                if a != b:
+                    raise ValueError(f"parts: part {i} differs from part 0 in its {what}; "
+                                     "shards must be built with the same fitted compressor "
+                                     "and model to be merged")
+        out = Path(out)
+        if out.exists() and not overwrite:
+            raise FileExistsError(f"out: {str(out)!r} exists; pass overwrite=True to replace it")
+        tmp = out.parent / f".{out.name}.merging"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        writer = storage.CatalogueWriter(tmp, code_dims=first.codes.shape[1],
+                                         n_features=first.n_features,
+                                         embeddings=first.embeddings is not None,
+                                         uris=first.uris is not None)
+        for c in cats:
+            for lo in range(0, len(c), block_rows):
+                hi = min(len(c), lo + block_rows)
+                writer.add(c.codes[lo:hi], None if c.embeddings is None else c.embeddings[lo:hi],
+                           None if c.uris is None else c.uris[lo:hi])
+            writer.add_failed((f["uri"], f["reason"]) for f in c.failed)
+        writer.finish(compressor=first.compressor.to_dict(), embedder=first.embedder_spec)
+        _commit(tmp, out, overwrite=overwrite)
+        return cls.open(out, embedder=first._embedder)
+
+    @classmethod
     def from_clip_retrieval(cls, folder, *, uri_column: str | None = None, compressor=None,
                             keep_embeddings: bool = True, model: str | None = None,
                             pretrained: str | None = None) -> "Catalogue":
