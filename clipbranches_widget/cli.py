@@ -1,6 +1,7 @@
 """Command line: build a catalogue from images, or describe one.
 
     clipbranches build SOURCE OUT [--model ViT-B-32 --pretrained laion2b_s34b_b79k]
+    clipbranches merge OUT PART [PART ...]
     clipbranches info OUT
 """
 
@@ -32,8 +33,15 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--path-column", default=None, help="the table's path column")
     b.add_argument("--no-embeddings", action="store_true",
                    help="keep only the 8-bit codes (k-NN then runs on decoded codes)")
+    b.add_argument("--compressor", default="pca",
+                   help="'pca' (default), 'learned', or a compressor JSON file (shards of one "
+                        "catalogue share one fitted compressor)")
     b.add_argument("--overwrite", action="store_true", help="rebuild an existing catalogue")
     b.add_argument("--no-progress", action="store_true")
+    m = sub.add_parser("merge", help="concatenate catalogues built with one compressor")
+    m.add_argument("out")
+    m.add_argument("parts", nargs="+")
+    m.add_argument("--overwrite", action="store_true")
     i = sub.add_parser("info", help="describe a catalogue")
     i.add_argument("path")
     i.add_argument("--json", action="store_true", help="print the manifest summary as JSON")
@@ -47,6 +55,7 @@ def _build(args) -> int:
     cat = Catalogue.build(args.source, model=args.model, pretrained=pretrained, out=args.out,
                           batch_size=args.batch_size, num_workers=args.workers,
                           path_column=args.path_column, keep_embeddings=not args.no_embeddings,
+                          compressor=args.compressor,
                           overwrite=args.overwrite, progress=not args.no_progress)
     failed = cat.failed
     done = cat.build_summary
@@ -56,6 +65,14 @@ def _build(args) -> int:
     print(f"{args.out}: {len(cat)} items{speed}"
           + (f", {len(failed)} unreadable images skipped (see "
              f"{Path(args.out) / 'failed.jsonl'})" if failed else ""))
+    return 0
+
+
+def _merge(args) -> int:
+    from .engine.catalogue import Catalogue
+
+    cat = Catalogue.merge(args.parts, args.out, overwrite=args.overwrite)
+    print(f"{args.out}: {len(cat)} items from {len(args.parts)} parts")
     return 0
 
 
@@ -88,7 +105,7 @@ def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     try:
-        return {"build": _build, "info": _info}[args.command](args)
+        return {"build": _build, "merge": _merge, "info": _info}[args.command](args)
     except (ValueError, TypeError, OSError, RuntimeError, ImportError) as exc:
         # a clear one-line error for users; the traceback with CLIPBRANCHES_DEBUG=1
         if os.environ.get("CLIPBRANCHES_DEBUG"):

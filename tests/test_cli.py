@@ -68,3 +68,26 @@ def test_console_script_entry_point(tmp_path):
                        env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["items"] == 12
+
+
+def test_sharded_build_with_a_saved_compressor_then_merge(tmp_path, capsys):
+    from clipbranches_widget.engine.compress import save_compressor
+
+    paths = write_images(tmp_path / "imgs", 8)
+    X = np.random.default_rng(0).standard_normal((200, 64)).astype(np.float32)
+    from clipbranches_widget import Compressor
+    save_compressor(Compressor().fit(X), tmp_path / "pca.json")
+    (tmp_path / "s0").mkdir()
+    (tmp_path / "s1").mkdir()
+    for i, p in enumerate(paths):
+        os.link(p, tmp_path / f"s{i % 2}" / os.path.basename(p))
+    for k in (0, 1):
+        assert main(["build", str(tmp_path / f"s{k}"), str(tmp_path / f"c{k}"), "--model",
+                     "clipbranches-tiny", "--pretrained", "none", "--no-progress",
+                     "--compressor", str(tmp_path / "pca.json")]) == 0
+    assert main(["merge", str(tmp_path / "all"), str(tmp_path / "c0"), str(tmp_path / "c1")]) == 0
+    assert f"{tmp_path / 'all'}: 8 items from 2 parts" in capsys.readouterr().out
+    merged = Catalogue.open(tmp_path / "all")
+    c0 = Catalogue.open(tmp_path / "c0")
+    np.testing.assert_array_equal(merged.codes[:4], c0.codes)
+    assert merged.compressor.to_dict() == c0.compressor.to_dict()
