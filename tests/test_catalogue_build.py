@@ -86,6 +86,19 @@ def test_opened_catalogue_searches_by_text_with_a_lazily_created_embedder(photos
     assert cat.seeder.search(q[0], 1)[1][0] == 7
 
 
+def test_an_unavailable_model_fails_on_first_text_query_with_advice(tmp_path, rng, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    X = rng.standard_normal((40, 1024)).astype(np.float32)
+    cat = Catalogue.from_embeddings(X)
+    cat.embedder_spec = {"model": "RN50", "pretrained": "openai", "seed": 0}
+    opened = cat.save(tmp_path / "c")  # opening never loads the model
+    assert opened.has_embedder and opened.manifest["model"] == "RN50"
+    s = Session(opened, k=5)
+    assert s.search([3]).ids[0] == 3  # search by example still works
+    with pytest.raises(RuntimeError, match="HF_HUB_OFFLINE is set.*pretrained=<path to a local"):
+        s.search("a red bus")
+
+
 def test_interrupted_build_resumes_and_equals_a_clean_build(photos, tmp_path, embedder, caplog):
     root, _ = photos
     clean = build(root, tmp_path / "clean", embedder)
