@@ -302,7 +302,7 @@ class BoxIndex:
 
     cost_scan_item = 8.0      # scan: per item of the catalogue
     cost_listed_id = 1.5      # index: per id of a cell fully inside a box
-    cost_checked_id = 100.0   # index: per id whose codes are checked (a random read)
+    cost_checked_id = 150.0   # index: per id whose codes are checked (a random read)
     cost_checked_id_cached = 12.0  # the same when the codes fit in the cache
     cache_bytes = 32 << 20    # codes up to this size count as cached
     parallel_min = 50_000     # fewer candidate ids than this: serial kernels
@@ -353,7 +353,8 @@ class BoxIndex:
         sample_size : int
             Rows sampled (evenly spaced) to place the slot edges.
         memory_budget : int
-            Bytes of ids scattered per pass; subsets are built in groups that fit.
+            Bytes of RAM for the ids scattered in one pass; subsets are built
+            in groups that fit (each group reads the codes twice).
         overwrite : bool
             Replace a complete index already at ``path``. Without it, an index
             there built from the same codes with the same settings is reopened
@@ -503,12 +504,21 @@ class BoxIndex:
                         a, b = cell_ptr[q], cell_ptr[q + 1]
                         np.cumsum(offsets[a:b], out=offsets[a:b])
                     cursor = offsets.copy()
-                    rows = order[g0:g0 + sub.shape[0]]
+                    # scatter in RAM, then write the rows out sequentially: random
+                    # writes into a file-backed map fault and write pages back many
+                    # times over (measured ~18x slower at 100M items)
+                    on_disk = isinstance(order, np.memmap)
+                    rows = (np.empty((sub.shape[0], n), order.dtype) if on_disk
+                            else order[g0:g0 + sub.shape[0]])
                     for c0 in chunks:
                         cols = np.ascontiguousarray(codes[c0:c0 + _BUILD_CHUNK].T)
                         _scatter_ids(cols, c0, sub, dims, ksize, slots, strides, cell_ptr,
                                      cursor, rows)
                         bar.update()
+                    if on_disk:
+                        order[g0:g0 + sub.shape[0]] = rows
+                        order.flush()
+                        del rows
         finally:
             bar.close()
 
