@@ -60,8 +60,9 @@ def _wait(what: str, check, timeout: float, interval: float = 0.25):
 
 
 @contextlib.contextmanager
-def jupyter_lab(tmp: pathlib.Path):
-    """A JupyterLab server with isolated config/data/runtime dirs, on 127.0.0.1 only."""
+def jupyter_lab(tmp: pathlib.Path, app: str = "lab"):
+    """A JupyterLab (or Notebook 7: ``app="notebook"``) server with isolated
+    config/data/runtime dirs, on 127.0.0.1 only."""
     root = tmp / "root"
     root.mkdir()
     shutil.copy(NOTEBOOK, root / NOTEBOOK.name)  # never let autosave touch the repository file
@@ -83,9 +84,9 @@ def jupyter_lab(tmp: pathlib.Path):
     port = _free_port()
     log = open(tmp / "jupyter.log", "wb")
     proc = subprocess.Popen(
-        ["timeout", "300", sys.executable, "-m", "jupyter", "lab", "--no-browser", "--allow-root",
+        ["timeout", "300", sys.executable, "-m", "jupyter", app, "--no-browser", "--allow-root",
          "--ip=127.0.0.1", f"--port={port}", "--port-retries=0", f"--ServerApp.token={TOKEN}",
-         f"--ServerApp.root_dir={root}", "--LabApp.news_url=", "--ServerApp.open_browser=False"],
+         f"--ServerApp.root_dir={root}", "--ServerApp.open_browser=False"],
         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -94,7 +95,7 @@ def jupyter_lab(tmp: pathlib.Path):
                 raise RuntimeError(f"jupyter lab exited: {(tmp / 'jupyter.log').read_text()[-2000:]}")
             with urllib.request.urlopen(f"{base}/api/status?token={TOKEN}", timeout=2) as r:
                 return r.status == 200
-        _wait("JupyterLab to start", up, 60)
+        _wait(f"jupyter {app} to start", up, 60)
         yield base, dirs["JUPYTER_RUNTIME_DIR"]
     finally:
         with contextlib.suppress(ProcessLookupError):
@@ -150,6 +151,49 @@ class Kernel:
         self.client.stop_channels()
 
 
+@contextlib.contextmanager
+def chromium(p, tmp: pathlib.Path):
+    if not pathlib.Path(CHROMIUM).exists():
+        pytest.fail(f"Chromium is missing at {CHROMIUM}: apt-get install chromium chromium-driver "
+                    "(or set CLIPBRANCHES_CHROMIUM)")
+    ctx = p.chromium.launch_persistent_context(
+        user_data_dir=str(tmp / "chromium"), executable_path=CHROMIUM, headless=True,
+        viewport={"width": 1280, "height": 900},
+        args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+              "--no-first-run", "--disable-background-networking",
+              "--disable-component-update", "--disable-sync"])
+    try:
+        page = ctx.pages[0] if ctx.pages else ctx.new_page()
+        page.set_default_timeout(60_000)
+        yield page
+    finally:
+        ctx.close()
+
+
+def run_to_widget(page):
+    """Run the quickstart's cells up to the widget (Shift+Enter from the first cell)."""
+    from playwright.sync_api import expect
+
+    page.locator(".jp-Notebook .jp-Cell").first.wait_for()
+    # the toolbar's kernel indicator (JupyterLab and Notebook 7) says idle once it is up;
+    # Shift+Enter before that is lost
+    # (it also says idle before there is a kernel: check the kernel's name too)
+    page.wait_for_function(
+        """() => {
+            const s = document.querySelector('.jp-Notebook-ExecutionIndicator');
+            const k = document.querySelector('.jp-Toolbar-kernelName');
+            return s && s.dataset.status === 'idle' && k && /\\w/.test(k.textContent)
+                && !/No Kernel/i.test(k.textContent);
+        }""", timeout=60_000)
+    page.locator(".jp-Notebook .jp-Cell").first.click()
+    page.keyboard.press("Escape")  # command mode
+    for _ in range(WIDGET_CELL + 1):
+        page.keyboard.press("Shift+Enter")
+    root = page.locator(".cb-root")
+    expect(root.locator(".cb-cell").first).to_be_visible(timeout=90_000)
+    return root
+
+
 def dom_ids(page) -> list[int]:
     return [int(x) for x in page.eval_on_selector_all(".cb-root .cb-cell",
                                                       "els => els.map(e => e.dataset.id)")]
@@ -160,38 +204,18 @@ def dom_total(page) -> int:
 
 
 def test_search_click_refine_in_jupyterlab(tmp_path):
-    if not pathlib.Path(CHROMIUM).exists():
-        pytest.fail(f"Chromium is missing at {CHROMIUM}: apt-get install chromium chromium-driver "
-                    "(or set CLIPBRANCHES_CHROMIUM)")
     from playwright.sync_api import expect, sync_playwright
 
     shots = pathlib.Path(os.environ.get("CLIPBRANCHES_SCREENSHOTS", tmp_path / "shots"))
     shots.mkdir(parents=True, exist_ok=True)
-    with jupyter_lab(tmp_path) as (base, runtime), sync_playwright() as p:
-        ctx = p.chromium.launch_persistent_context(
-            user_data_dir=str(tmp_path / "chromium"), executable_path=CHROMIUM, headless=True,
-            viewport={"width": 1280, "height": 900},
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                  "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync"])
+    with jupyter_lab(tmp_path) as (base, runtime), sync_playwright() as p, \
+            chromium(p, tmp_path) as page:
         kernel = None
-        page = ctx.pages[0] if ctx.pages else ctx.new_page()
-        page.set_default_timeout(60_000)
         errors = []
         page.on("pageerror", lambda e: errors.append(str(e)))
         try:
             page.goto(f"{base}/lab/tree/{NOTEBOOK.name}?reset&token={TOKEN}")
-            page.locator(".jp-NotebookPanel:visible .jp-Cell").first.wait_for()
-            # the status bar reads "Python 3 (ipykernel) | Idle" once the kernel is up
-            expect(page.get_by_role("button", name=re.compile(r"\| Idle"))).to_be_visible(
-                timeout=60_000)
-            cells = page.locator(".jp-NotebookPanel:visible .jp-Cell")
-            cells.first.click()
-            page.keyboard.press("Escape")  # command mode
-            for _ in range(WIDGET_CELL + 1):  # run the cells up to the widget
-                page.keyboard.press("Shift+Enter")
-            root = page.locator(".cb-root")
-            expect(root.locator(".cb-cell").first).to_be_visible(timeout=90_000)
+            root = run_to_widget(page)
             expect(root.locator(".cb-kind")).to_contain_text("browsing the catalogue")
             kernel = Kernel(base, runtime)
             browse = dom_ids(page)
@@ -317,4 +341,41 @@ def test_search_click_refine_in_jupyterlab(tmp_path):
         finally:
             if kernel is not None:
                 kernel.close()
-            ctx.close()
+
+
+def test_click_and_keys_in_notebook7(tmp_path):
+    """Notebook 7 re-focuses its active cell on arrow keys: the grid must keep them."""
+    from playwright.sync_api import expect, sync_playwright
+
+    with jupyter_lab(tmp_path, app="notebook") as (base, runtime), sync_playwright() as p, \
+            chromium(p, tmp_path) as page:
+        page.goto(f"{base}/notebooks/{NOTEBOOK.name}?token={TOKEN}")
+        root = run_to_widget(page)
+        kernel = Kernel(base, runtime)
+        try:
+            ids = dom_ids(page)
+            root.locator(f'.cb-cell[data-id="{ids[0]}"] img').click()
+            expect(root.locator(f'.cb-cell[data-id="{ids[0]}"]')).to_have_attribute(
+                "data-label", "1")
+            kinds = "(() => [...document.querySelectorAll('.jp-Notebook .jp-Cell')].map(" \
+                    "c => c.classList.contains('jp-MarkdownCell') ? 'md' : 'code'))()"
+            before = page.evaluate(kinds)
+            root.locator(".cb-grid").focus()
+            for key in ("ArrowRight", "ArrowRight", "2", "ArrowDown", "1"):
+                page.keyboard.press(key)
+            assert page.evaluate("document.activeElement.classList.contains('cb-grid')")
+            cols = page.evaluate("(() => { const c = [...document.querySelectorAll('.cb-cell')];"
+                                 " return c.filter(e => e.offsetTop === c[0].offsetTop).length;"
+                                 " })()")
+            # cursor: first cell (click), +1 (arrow), +1 = third cell -> 2; one row down -> 1
+            expected = {str(ids[0]): 1, str(ids[2]): -1, str(ids[2 + cols]): 1}
+            _wait("the keyboard labels in the kernel",
+                  lambda: kernel.state()["labels"] == expected, 30)
+            # the notebook's cells were not touched by the keys (1/2 would make headings)
+            assert page.evaluate(kinds) == before
+            root.locator(".cb-refine").click()
+            expect(root.locator(".cb-kind")).to_contain_text("accepted by the model",
+                                                             timeout=60_000)
+            assert kernel.state()["kind"] == "refined"
+        finally:
+            kernel.close()

@@ -41,6 +41,7 @@ for (const b of BINDINGS) for (const k of b.keys) BY_KEY.set(k, b.command);
 /** The command of a key event, or null (modifier chords are left to the page). */
 export function commandOf(e: KeyboardEvent): Command | null {
   if (e.ctrlKey || e.metaKey || e.altKey) return null;
+  if (e.shiftKey && e.key === "Enter") return null; // Shift+Enter stays "run the cell"
   return BY_KEY.get(e.key) ?? null;
 }
 

@@ -69,6 +69,14 @@ class View {
   private lastRoundTrip: number | null = null;
   private slowTimer: number | undefined;
   private readonly unsubs: (() => void)[] = [];
+  // Keys are taken at the window, in the capture phase, before the notebook's own
+  // document-level handlers see them: Notebook 7 re-focuses its active cell on some
+  // keys (arrows) even where data-lm-suppress-shortcuts hides its shortcuts.
+  private readonly onWindowKey = (e: KeyboardEvent) => {
+    const t = e.target;
+    if (!(t instanceof Node)) return;
+    if (this.grid.el.contains(t) || this.lightbox.el.contains(t)) this.onKey(e);
+  };
 
   constructor(private readonly model: AnyModel<State>, host: HTMLElement) {
     this.actions = new Actions(model, () => this.renderBusy());
@@ -132,7 +140,6 @@ class View {
 
     this.grid = new Grid((id) => this.openDetail(id), (id, e) => this.onCellClick(id, e));
     this.grid.el.tabIndex = 0;
-    this.grid.el.addEventListener("keydown", (e) => this.onKey(e));
     this.empty = el("div", "cb-empty");
 
     // pager
@@ -162,11 +169,11 @@ class View {
       step: (d) => this.stepDetail(d),
       close: () => this.closeOverlays(),
     });
-    this.lightbox.el.addEventListener("keydown", (e) => this.onKey(e));
     this.lightbox.el.tabIndex = -1;
 
     this.root.append(form, summary, this.banner, this.facetBar, this.grid.el, this.empty, pager, this.help, this.lightbox.el);
     host.append(this.root);
+    window.addEventListener("keydown", this.onWindowKey, true);
 
     const on = (keys: string[], fn: () => void) => {
       for (const k of keys) {
@@ -542,6 +549,7 @@ class View {
   }
 
   dispose(): void {
+    window.removeEventListener("keydown", this.onWindowKey, true);
     for (const u of this.unsubs) u();
     window.clearTimeout(this.slowTimer);
     this.actions.dispose();
