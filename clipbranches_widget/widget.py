@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 STATIC = pathlib.Path(__file__).parent / "static"
 WIDGET_FORMAT = 1
+BROWSE_MAX = 100_000  # items shown before the first search (a random sample beyond that)
 
 #: Keys written only by the front end (the user's intent).
 FRONTEND_KEYS = ("user_labels", "user_page", "user_query", "user_selection", "user_box")
@@ -305,12 +306,16 @@ class ClipBranches(anywidget.AnyWidget):
         if res.kind != "empty":
             return res
         # before the first search, browse the catalogue in a fixed random order so
-        # the first page shows variety (folders are often sorted by class)
+        # the first page shows variety (folders are often sorted by class); a huge
+        # catalogue is browsed through a random sample, never a permutation of all of it
         if self._browse is None:
             n = len(self.catalogue)
-            order = np.random.default_rng(self._session.random_state).permutation(n)
-            self._browse = Results(order.astype(np.int64), np.zeros(n, np.int64),
-                                   np.full(n, np.nan, np.float32), "browse", "browse")
+            rng = np.random.default_rng(self._session.random_state)
+            order = rng.permutation(n) if n <= BROWSE_MAX else rng.choice(n, BROWSE_MAX,
+                                                                          replace=False)
+            m = order.shape[0]
+            self._browse = Results(order.astype(np.int64), np.zeros(m, np.int64),
+                                   np.full(m, np.nan, np.float32), "browse", "browse")
         return self._browse
 
     def _facets(self, res: Results):

@@ -153,6 +153,17 @@ def test_first_view_browses_the_catalogue_with_binary_thumbnails(cifar):
     assert bytes(buffers[0]) == it["thumb"]
 
 
+def test_browsing_a_huge_catalogue_samples_it(cifar, monkeypatch):
+    import clipbranches_widget.widget as widget_module
+
+    cat, _ = cifar
+    monkeypatch.setattr(widget_module, "BROWSE_MAX", 50)
+    w = ClipBranches(cat, page_size=20)
+    assert w.kind == "browse" and w.total == 50 and w.page_count == 3 and w.n_items == len(cat)
+    ids = w._current().ids
+    assert len(set(ids.tolist())) == 50 and ids.max() < len(cat)
+
+
 def test_search_label_refine_page_through_everything(cifar):
     cat, classes = cifar
     w = ClipBranches(cat, k=40, page_size=10)

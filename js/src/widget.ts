@@ -474,7 +474,10 @@ class View {
     this.total.dataset.total = String(total);
     let what = KIND_TEXT[kind] ?? kind;
     if (kind === "refined") what = `${what} (${m.get("n_boxes")} box${m.get("n_boxes") === 1 ? "" : "es"}, ${m.get("search_path")}, round ${m.get("rounds")})`;
-    if (kind === "browse") what = `${what} (${NF.format(m.get("n_items"))} images)`;
+    if (kind === "browse") {
+      const n = m.get("n_items");
+      what = total < n ? `a random sample of the catalogue (${NF.format(n)} images)` : `${what} (${NF.format(n)} images)`;
+    }
     const box = m.get("box_shown");
     if (box >= 0) what = `${what} \u00b7 showing the ${NF.format(m.get("shown_total"))} in box ${box}`;
     this.kind.textContent = what;
