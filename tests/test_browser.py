@@ -266,6 +266,11 @@ def test_search_click_refine_in_jupyterlab(tmp_path):
                 "x": bb["x"], "y": bb["y"], "width": bb["width"],
                 "height": min(bb["height"], 900 - bb["y"], 500)})
 
+            # mark the DOM nodes: a cell the refined grid reuses keeps its mark and its image
+            srcs = page.evaluate("""() => Object.fromEntries([...document.querySelectorAll(
+                '.cb-root .cb-cell')].map(e => { e.dataset.mark = 'kept';
+                return [e.dataset.id, e.querySelector('img').src]; }))""")
+
             # refine: the model's results replace the neighbours
             root.locator(".cb-refine").click()
             expect(root.locator(".cb-kind")).to_contain_text("accepted by the model", timeout=60_000)
@@ -277,6 +282,16 @@ def test_search_click_refine_in_jupyterlab(tmp_path):
             refined = dom_ids(page)
             assert refined == state["items"] and refined != knn
             expect(root.locator(".cb-timings")).to_contain_text("fit")
+            # reconciled by id: cells shown before and after are the same nodes, patched
+            # in place (no re-created element, no re-decoded image), the others are new
+            after = page.evaluate("""() => [...document.querySelectorAll('.cb-root .cb-cell')]
+                .map(e => [Number(e.dataset.id), e.dataset.mark || '', e.querySelector('img').src])""")
+            for i, mark, src in after:
+                if i in knn:
+                    assert mark == "kept" and src == srcs[str(i)], f"cell {i} was rebuilt"
+                else:
+                    assert mark == "", f"cell {i} is new but carries an old node's mark"
+            assert any(i in knn for i, _, _ in after)  # the positives are shown again
             # labelled items that are still shown keep their marks
             for i in set(positives) & set(refined):
                 expect(root.locator(f'.cb-cell[data-id="{i}"]')).to_have_attribute("data-label", "1")
