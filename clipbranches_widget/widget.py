@@ -242,16 +242,20 @@ class ClipBranches(anywidget.AnyWidget):
             self._ack(req, action, False, f"unknown action {action!r}; expected one of "
                                           f"{sorted(self._actions)}")
             return
-        self.status = action  # sent at once: the front end shows what is running
+        # "detail" only reads: it answers in its ack and leaves the shared state alone
+        shared = action != "detail"
+        if shared:
+            self.status = action  # sent at once: the front end shows what is running
         try:
             extra, reply_buffers = handler(content) or ({}, [])
         except Exception as e:  # shown in the widget; the labels (front-end state) stay
             log.warning("%s failed: %s", action, e, exc_info=not isinstance(
                 e, (ValueError, TypeError, IndexError, OSError)))
             message = f"{action} failed: {e}"
-            with self.hold_sync():
-                self.error = message
-                self.status = "ready"
+            if shared:
+                with self.hold_sync():
+                    self.error = message
+                    self.status = "ready"
             self._ack(req, action, False, message)
             return
         if self.status != "ready":

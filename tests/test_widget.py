@@ -316,8 +316,12 @@ def test_text_errors_and_bad_labels_reach_the_widget(cifar):
     assert "expected values +1 or -1" in w.error
     ack = front.act("explode")
     assert not ack["ok"] and "unknown action 'explode'" in ack["error"]
+    before = len(front.updates())
     ack = front.act("detail", id="three")
     assert not ack["ok"] and "integer item id" in ack["error"]
+    ack = front.act("detail", id=len(cat))
+    assert not ack["ok"] and "expected ids in 0.." in ack["error"]
+    assert len(front.updates()) == before  # details answer in the ack, nothing shared changes
     front.assert_python_wrote_no_user_key()
 
 
@@ -347,7 +351,9 @@ def test_detail_explains_why_an_item_matched(cifar):
     front.label({i: (1 if classes[i] == "airplane" else -1) for i in shown_ids(w)[:15]})
     front.act("refine")
     top = shown_ids(w)[0]
+    n_updates = len(front.updates())
     ack = front.act("detail", id=top)
+    assert len(front.updates()) == n_updates  # read-only: no state message
     d = ack["detail"]
     assert ack["ok"] and d["id"] == top and d["uri"] == cat.uri(top) and d["rank"] == 0
     inside = np.flatnonzero(w.model.boxes_.contains(cat.codes[[top]])[0]).tolist()
