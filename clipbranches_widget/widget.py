@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 STATIC = pathlib.Path(__file__).parent / "static"
 WIDGET_FORMAT = 1
+LABELLED_VIEW = -2     # user_box value: show the labelled items instead of the results
 BROWSE_MAX = 100_000  # items shown before the first search (a random sample beyond that)
 
 #: Keys written only by the front end (the user's intent).
@@ -88,7 +89,7 @@ class ClipBranches(anywidget.AnyWidget):
     user_page = traitlets.Int(0).tag(sync=True)
     user_query = traitlets.Unicode("").tag(sync=True)
     user_selection = traitlets.List(traitlets.Int()).tag(sync=True)
-    user_box = traitlets.Int(-1).tag(sync=True)            # facet: show one box's items (-1: all)
+    user_box = traitlets.Int(-1).tag(sync=True)  # facet: one box's items (-1 all, -2 labelled)
 
     # --- Python owned: the results ---
     items = traitlets.List(traitlets.Dict()).tag(sync=True)  # the shown page
@@ -332,6 +333,16 @@ class ClipBranches(anywidget.AnyWidget):
             self._facet_cache = (res, inside)
         return self._facet_cache[1]
 
+    def _labelled(self) -> Results:
+        """Every labelled item, positives first: labels stay reviewable when the
+        results no longer show them."""
+        labels = self._session.labels
+        ids = np.array(sorted(labels, key=lambda i: (-labels[i], i)), np.int64)
+        model = self._session.model
+        votes = (model.boxes_.votes(self.catalogue.codes[ids]).astype(np.int64)
+                 if model is not None and ids.size else np.zeros(ids.size, np.int64))
+        return Results(ids, votes, np.full(ids.size, np.nan, np.float32), "labelled")
+
     def _show(self) -> None:
         """Put the page the user asked for into the traits, all at once."""
         res = self._current()
@@ -342,6 +353,8 @@ class ClipBranches(anywidget.AnyWidget):
             keep = inside[:, box]  # one box's items, still in rank order
             shown = Results(res.ids[keep], res.votes[keep], res.scores[keep], res.kind,
                             res.path, res.timings)
+        elif box == LABELLED_VIEW:
+            shown = self._labelled()
         else:
             box = -1
         size = self._session.page_size

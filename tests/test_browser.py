@@ -309,6 +309,12 @@ def test_search_click_refine_in_jupyterlab(tmp_path):
             _wait("box 0's results in the grid", lambda: dom_ids(page) == in_box, 30)
             root.locator('.cb-facet[data-box="-1"]').click()
             _wait("all results back in the grid", lambda: dom_ids(page) == refined, 30)
+            # every label stays reviewable, positives first
+            root.locator('.cb-facet[data-box="-2"]').click()
+            _wait("the labelled images in the grid",
+                  lambda: dom_ids(page) == sorted(positives) + sorted(negatives), 30)
+            root.locator('.cb-facet[data-box="-1"]').click()
+            _wait("all results back in the grid", lambda: dom_ids(page) == refined, 30)
 
             # keyboard: ? overlay, arrows + 2 on the first cell, Escape
             root.locator(".cb-grid").focus()

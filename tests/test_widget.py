@@ -276,6 +276,30 @@ def test_box_facets_count_and_filter_the_results(cifar):
     front.assert_python_wrote_no_user_key()
 
 
+def test_labelled_view_lists_every_label_positives_first(cifar):
+    cat, classes = cifar
+    w = ClipBranches(cat, k=30, page_size=4)
+    front = Front(w)
+    front.update(user_query="horse")
+    front.act("search")
+    knn = w.session.results.ids
+    labels = {int(i): (1 if classes[i] == "horse" else -1) for i in knn[:10]}
+    front.label(labels)
+    front.act("refine")
+    front.update(user_box=-2, user_page=0)
+    front.act("page")
+    assert w.box_shown == -2 and w.shown_total == 10 and w.total == w.session.results.count
+    seen = []
+    for p in range(w.page_count):
+        front.update(user_page=p)
+        front.act("page")
+        seen += [(it["id"], it["votes"]) for it in w.items]
+    expected = sorted(labels, key=lambda i: (-labels[i], i))
+    assert [i for i, _ in seen] == expected
+    np.testing.assert_array_equal([v for _, v in seen], w.model.boxes_.votes(cat.codes[expected]))
+    front.assert_python_wrote_no_user_key()
+
+
 # ---------------------------------------------------------------------------- errors keep labels
 def test_failed_refine_shows_the_error_and_keeps_labels_and_grid(cifar):
     cat, _ = cifar

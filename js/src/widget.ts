@@ -15,6 +15,8 @@ import { Lightbox } from "./lightbox";
 import type { Label, State } from "./types";
 
 const NF = new Intl.NumberFormat("en-US");
+/** user_box value of the "labelled" view (every labelled image, positives first). */
+const LABELLED = -2;
 
 function el<K extends keyof HTMLElementTagNameMap>(tag: K, cls = "", text = ""): HTMLElementTagNameMap[K] {
   const e = document.createElement(tag);
@@ -185,7 +187,7 @@ class View {
     on(["user_labels", "user_selection"], () => this.renderMarks());
     on(["total", "kind", "n_boxes", "search_path", "timings", "page_shown", "page_count", "status"], () => this.renderSummary());
     on(["error"], () => this.renderError());
-    on(["facets", "box_shown"], () => this.renderFacets());
+    on(["facets", "box_shown", "user_labels"], () => this.renderFacets());
     on(["user_query"], () => {
       if (document.activeElement !== this.query) this.query.value = model.get("user_query");
     });
@@ -210,6 +212,8 @@ class View {
     }
     this.model.set("user_labels", labels);
     this.model.save_changes();
+    // the "labelled" view lists the labels themselves: refresh it
+    if (this.model.get("box_shown") === LABELLED) void this.run("page");
   }
 
   private selection(): Set<number> {
@@ -480,6 +484,7 @@ class View {
     }
     const box = m.get("box_shown");
     if (box >= 0) what = `${what} \u00b7 showing the ${NF.format(m.get("shown_total"))} in box ${box}`;
+    if (box === LABELLED) what = `${what} \u00b7 showing your ${NF.format(m.get("shown_total"))} labelled images`;
     this.kind.textContent = what;
     const t = m.get("timings") ?? {};
     const parts: string[] = [];
@@ -506,7 +511,8 @@ class View {
   private renderFacets(): void {
     const facets = this.model.get("facets") ?? [];
     const shown = this.model.get("box_shown");
-    this.facetBar.hidden = facets.length === 0;
+    const nLabels = Object.keys(this.labels()).length;
+    this.facetBar.hidden = facets.length === 0 && nLabels === 0 && shown !== LABELLED;
     const chips: HTMLElement[] = [];
     const chip = (box: number, text: string, title: string) => {
       const b = button(text, "cb-facet", title);
@@ -515,8 +521,10 @@ class View {
       b.setAttribute("aria-pressed", String(box === shown));
       chips.push(b);
     };
-    chips.push(el("span", "cb-facets-label", "boxes:"));
+    chips.push(el("span", "cb-facets-label", "show:"));
     chip(-1, `all ${NF.format(this.model.get("total"))}`, "Show every result");
+    chip(LABELLED, `labelled ${NF.format(nLabels)}`, "Show every image you labelled, positives first");
+    if (facets.length) chips.push(el("span", "cb-facets-label", "boxes:"));
     for (const f of facets) {
       chip(f.box, `#${f.box} \u00b7 ${NF.format(f.count)}`,
         `Box ${f.box} on dimensions ${f.dims.join(", ")}: ${f.count} results inside (click to show only these)`);
