@@ -77,6 +77,8 @@ class View {
   private readonly onWindowKey = (e: KeyboardEvent) => {
     const t = e.target;
     if (!(t instanceof Node)) return;
+    // Enter / Space on a focused button press that button, as everywhere else
+    if (t instanceof HTMLButtonElement && (e.key === "Enter" || e.key === " ")) return;
     if (this.grid.el.contains(t) || this.lightbox.el.contains(t)) this.onKey(e);
   };
 
