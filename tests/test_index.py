@@ -134,6 +134,7 @@ def test_small_and_odd_sizes(rng, n):
 
 def test_size_not_multiple_of_build_chunk_and_groups(rng, monkeypatch):
     monkeypatch.setattr(index_mod, "_BUILD_CHUNK", 1000)
+    monkeypatch.setattr(index_mod, "_DIRECT_BYTES", 0)  # the two-level sort
     monkeypatch.setattr(index_mod, "_RUN", 7)  # many split runs
     monkeypatch.setattr(BoxIndex, "parallel_min", 0)  # the parallel kernels
     codes = rng.integers(0, 256, (5_321, 32), dtype=np.uint8)
@@ -147,10 +148,14 @@ def test_size_not_multiple_of_build_chunk_and_groups(rng, monkeypatch):
     assert_same(idx, codes, boxes, "index")
 
 
-def test_order_sorts_by_cell():
+@pytest.mark.parametrize("two_level", [False, True])
+def test_order_sorts_by_cell(monkeypatch, two_level):
+    monkeypatch.setattr(index_mod, "_DIRECT_BYTES", 0 if two_level else 1 << 40)
     rng = np.random.default_rng(5)
-    codes = rng.integers(0, 256, (3_000, 32), dtype=np.uint8)
+    codes = rng.integers(0, 256, (20_000, 32), dtype=np.uint8)
+    # ~1700 cells: more than the 256 first-level buckets, so both sort levels run
     idx = BoxIndex.build(codes, subsets=[(1, 4, 9)], block_size=10, progress=False)
+    assert idx.cell_ptr[1] - 1 > 4 * index_mod._BUCKETS
     k = 3
     keys = sum(idx.slots[0, t, codes[:, j]].astype(np.int64) * idx.strides[0, t]
                for t, j in enumerate((1, 4, 9)))

@@ -54,6 +54,8 @@ MANIFEST = "manifest.json"
 _ARRAYS = ("order", "offsets", "cell_ptr", "slots", "strides", "nslots", "dims", "ksize")
 _RUN = 4096  # longest run of positions one thread takes at a time (load balance)
 _BUILD_CHUNK = 1 << 18  # rows per transposed chunk during a build
+_BUCKETS = 256  # first-level buckets of the counting sort (per subset)
+_DIRECT_BYTES = 16 << 20  # ids of one subset up to this size: one-level counting sort
 
 
 # --------------------------------------------------------------------------
@@ -81,7 +83,10 @@ def _count_cells(cols, subsets, dims, ksize, slots, strides, cell_ptr, counts):
 
 @njit(parallel=True, cache=True, nogil=True)
 def _scatter_ids(cols, row0, subsets, dims, ksize, slots, strides, cell_ptr, cursor, order):
-    # rows arrive in id order, so ids ascend inside each cell (stable sort)
+    """One-level counting sort: each id straight to its cell (small catalogues).
+
+    Rows arrive in id order, so ids ascend inside each cell (a stable sort).
+    """
     rows = cols.shape[1]
     for q in prange(subsets.shape[0]):
         s = subsets[q]
@@ -90,6 +95,59 @@ def _scatter_ids(cols, row0, subsets, dims, ksize, slots, strides, cell_ptr, cur
             c = base + _cell_key(cols, i, s, dims, ksize, slots, strides)
             order[q, cursor[c]] = row0 + i
             cursor[c] += 1
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def _scatter_coarse(cols, row0, subsets, dims, ksize, slots, strides, cell_ptr, shift, bcursor,
+                    order, fine):
+    """First level of the counting sort: ids into buckets of 2**shift consecutive cells.
+
+    A bucket is a contiguous range of the final order. With at most 256
+    buckets the writes go to a few streams that stay in cache; writing
+    straight to one stream per cell (~10**6 at 10**8 items) misses the
+    cache on nearly every write. Rows arrive in id order, so ids ascend
+    inside each bucket; ``fine`` keeps each id's cell within its bucket.
+    """
+    rows = cols.shape[1]
+    for q in prange(subsets.shape[0]):
+        s = subsets[q]
+        sh = shift[s]
+        mask = (1 << sh) - 1
+        for i in range(rows):
+            key = _cell_key(cols, i, s, dims, ksize, slots, strides)
+            bkt = key >> sh
+            p = bcursor[q, bkt]
+            order[q, p] = row0 + i
+            fine[q, p] = key & mask
+            bcursor[q, bkt] = p + 1
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def _sort_buckets(order, fine, offsets, cell_ptr, subsets, shift, nbuckets):
+    """Second level: a stable counting sort of each bucket by cell (in cache)."""
+    for w in prange(subsets.shape[0] * nbuckets):
+        q = w // nbuckets
+        bkt = w - q * nbuckets
+        s = subsets[q]
+        sh = shift[s]
+        base = cell_ptr[s]
+        ncell = cell_ptr[s + 1] - base - 1
+        c0 = bkt << sh
+        if c0 >= ncell:
+            continue
+        c1 = min(ncell, (bkt + 1) << sh)
+        a = offsets[base + c0]
+        b = offsets[base + c1]
+        if b - a < 2:
+            continue
+        cur = offsets[base + c0:base + c1].copy()
+        tmp = np.empty(b - a, order.dtype)
+        for p in range(a, b):
+            f = fine[q, p]
+            tmp[cur[f] - a] = order[q, p]
+            cur[f] += 1
+        for p in range(a, b):
+            order[q, p] = tmp[p - a]
 
 
 @njit(cache=True)
@@ -364,6 +422,8 @@ class BoxIndex:
 
         codes, cat_path = _codes_of(source)
         n, d = codes.shape
+        if not 1 <= max_cells <= 1 << 24:
+            raise ValueError(f"max_cells: expected an integer in 1..2**24, got {max_cells!r}")
         if block_size < 1:
             raise ValueError(f"block_size: expected a positive integer, got {block_size!r}")
         if n >= 2 ** 63:
@@ -484,7 +544,14 @@ class BoxIndex:
 
         n = codes.shape[0]
         S = order.shape[0]
-        per_subset = max(1, n * order.dtype.itemsize)
+        n_cells = np.diff(cell_ptr) - 1
+        # bucket = 2**shift consecutive cells, at most _BUCKETS buckets per subset
+        bits = np.array([int(c - 1).bit_length() for c in n_cells], np.int64)
+        shift = np.maximum(0, bits - int(np.log2(_BUCKETS)))
+        # one level while a subset's ids fit in cache (measured faster at 10**6 items),
+        # two levels beyond (1.4x faster at 10**7, more at 10**8)
+        two_level = n * order.dtype.itemsize > _DIRECT_BYTES
+        per_subset = max(1, n * (order.dtype.itemsize + 2 * two_level))  # + 16-bit cell
         group = int(max(1, min(S, memory_budget // per_subset)))
         chunks = list(range(0, n, _BUILD_CHUNK))
         n_groups = (S + group - 1) // group
@@ -503,18 +570,32 @@ class BoxIndex:
                     for q in sub:
                         a, b = cell_ptr[q], cell_ptr[q + 1]
                         np.cumsum(offsets[a:b], out=offsets[a:b])
-                    cursor = offsets.copy()
                     # scatter in RAM, then write the rows out sequentially: random
                     # writes into a file-backed map fault and write pages back many
                     # times over (measured ~18x slower at 100M items)
                     on_disk = isinstance(order, np.memmap)
                     rows = (np.empty((sub.shape[0], n), order.dtype) if on_disk
                             else order[g0:g0 + sub.shape[0]])
-                    for c0 in chunks:
-                        cols = np.ascontiguousarray(codes[c0:c0 + _BUILD_CHUNK].T)
-                        _scatter_ids(cols, c0, sub, dims, ksize, slots, strides, cell_ptr,
-                                     cursor, rows)
-                        bar.update()
+                    if not two_level:
+                        cursor = offsets.copy()
+                        for c0 in chunks:
+                            cols = np.ascontiguousarray(codes[c0:c0 + _BUILD_CHUNK].T)
+                            _scatter_ids(cols, c0, sub, dims, ksize, slots, strides, cell_ptr,
+                                         cursor, rows)
+                            bar.update()
+                    else:
+                        fine = np.empty((sub.shape[0], n), np.uint16)
+                        bcursor = np.zeros((sub.shape[0], _BUCKETS), np.int64)
+                        for r, q in enumerate(sub):
+                            starts = np.arange(0, n_cells[q], 1 << shift[q])
+                            bcursor[r, :starts.shape[0]] = offsets[cell_ptr[q] + starts]
+                        for c0 in chunks:
+                            cols = np.ascontiguousarray(codes[c0:c0 + _BUILD_CHUNK].T)
+                            _scatter_coarse(cols, c0, sub, dims, ksize, slots, strides,
+                                            cell_ptr, shift, bcursor, rows, fine)
+                            bar.update()
+                        _sort_buckets(rows, fine, offsets, cell_ptr, sub, shift, _BUCKETS)
+                        del fine
                     if on_disk:
                         order[g0:g0 + sub.shape[0]] = rows
                         order.flush()
