@@ -221,6 +221,20 @@ def test_search_click_refine_in_jupyterlab(tmp_path):
             browse = dom_ids(page)
             assert len(browse) == 60 and dom_total(page) == 300
 
+            # page through the catalogue: every page comes from the kernel, none repeats
+            seen = list(browse)
+            for n in range(2, 6):
+                root.locator(".cb-next").click()
+                expect(root.locator(".cb-page")).to_have_text(f"page {n} of 5")
+                _wait(f"page {n} in the kernel", lambda: kernel.state()["page_shown"] == n - 1, 30)
+                _wait(f"page {n} in the grid",
+                      lambda: dom_ids(page) == kernel.state()["items"] != seen[-60:], 30)
+                seen += dom_ids(page)
+            assert sorted(seen) == list(range(300))  # all 300 images, each once
+            expect(root.locator(".cb-next")).to_be_disabled()
+            root.locator(".cb-first").click()
+            _wait("page 1 again", lambda: dom_ids(page) == browse, 30)
+
             # an empty query: the error shows inside the widget, nothing else changes
             root.locator(".cb-search").click()
             expect(root.locator(".cb-error-banner")).to_be_visible(timeout=30_000)
