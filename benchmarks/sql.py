@@ -139,7 +139,8 @@ def one_model(size, codes, boxes, k, path, con, load_s, trials, spark, rows):
 
         session = local_spark_session("local[2]")
         session.sparkContext.setLogLevel("ERROR")
-        search_spark(session, path, boxes)  # JVM warm-up
+        for _ in range(3):  # the JVM's JIT needs a few runs of the generated code
+            search_spark(session, path, boxes)
         res, t_spark = timed(lambda: search_spark(session, path, boxes), max(1, trials // 2))
         assert same(res, ref), "Spark differs from the scan"
         row("Spark local[2] SQL on Parquet", t_spark, len(res), "collected via Arrow")

@@ -22,7 +22,8 @@ if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
     pytest.skip("no Java runtime (java not on PATH, JAVA_HOME unset): Spark cannot start",
                 allow_module_level=True)
 
-from clipbranches_widget.engine.spark import (local_spark_session, search_spark,  # noqa: E402
+from clipbranches_widget.engine.spark import (HUGE_METHODS_OPTION,  # noqa: E402
+                                              local_spark_session, search_spark,
                                               spark_filter, spark_votes)
 
 pytestmark = pytest.mark.timeout(300)
@@ -115,3 +116,11 @@ def test_bad_arguments(spark, catalogue):
         search_spark(spark, 3.5, Boxes.empty(32))
     with pytest.raises(ValueError, match="columns: expected 32"):
         spark_filter(Boxes.empty(32), columns=["a"])
+
+
+def test_local_session_settings(spark):
+    conf = spark.sparkContext.getConf()
+    assert HUGE_METHODS_OPTION in conf.get("spark.driver.extraJavaOptions")
+    assert conf.get("spark.ui.enabled") == "false"
+    assert conf.get("spark.driver.host") == "127.0.0.1"
+    assert spark.conf.get("spark.sql.shuffle.partitions") == "2"  # from the ``__`` keyword

@@ -23,9 +23,12 @@ import numpy as np
 from .scan import ScanResult
 from .sql import boxes_to_sql
 
-__all__ = ["local_spark_session", "search_spark", "spark_filter", "spark_votes"]
+__all__ = ["HUGE_METHODS_OPTION", "local_spark_session", "search_spark", "spark_filter", "spark_votes"]
 
 log = logging.getLogger(__name__)
+
+#: JVM option that lets the JIT compile Spark's large generated filter methods
+HUGE_METHODS_OPTION = "-XX:-DontCompileHugeMethods"
 
 
 def _pyspark():
@@ -42,7 +45,10 @@ def local_spark_session(master: str = "local[2]", *, app_name: str = "clipbranch
                         **conf):
     """A small local SparkSession: no UI, bound to 127.0.0.1, few shuffle partitions.
 
-    For a laptop or a test; on a cluster use the session your platform gives.
+    For a laptop or a test; on a cluster use the session your platform gives
+    (and add ``HUGE_METHODS_OPTION`` to its ``spark.driver.extraJavaOptions``
+    and ``spark.executor.extraJavaOptions``). ``conf``: more settings, with
+    ``__`` standing for ``.`` in keys (``spark__sql__shuffle__partitions="2"``).
     """
     _pyspark()
     from pyspark.sql import SparkSession
@@ -53,7 +59,12 @@ def local_spark_session(master: str = "local[2]", *, app_name: str = "clipbranch
                .config("spark.driver.bindAddress", "127.0.0.1")
                .config("spark.driver.host", "127.0.0.1")
                .config("spark.sql.shuffle.partitions", "4")
-               .config("spark.sql.execution.arrow.pyspark.enabled", "true"))
+               .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+               # A model's predicate compiles into one large generated method;
+               # by default the JVM never JIT-compiles methods over 8000 bytes,
+               # which made 8-box queries ~5x slower (benchmarks/sql.py).
+               .config("spark.driver.extraJavaOptions", HUGE_METHODS_OPTION)
+               .config("spark.executor.extraJavaOptions", HUGE_METHODS_OPTION))
     for key, value in conf.items():
         builder = builder.config(key.replace("__", "."), value)
     return builder.getOrCreate()
