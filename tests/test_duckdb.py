@@ -134,3 +134,20 @@ def test_bad_sources_and_models(tmp_path):
         search_duckdb(12, Boxes.empty(32))
     with pytest.raises(TypeError, match="expected a Boxes model"):
         search_duckdb(tmp_path, {"boxes": []})
+
+
+def test_out_of_core_file_larger_than_the_memory_limit(tmp_path):
+    rng = np.random.default_rng(11)
+    codes = rng.integers(0, 256, (1_000_000, 32), dtype=np.uint8)
+    path = write_parquet(codes, tmp_path / "big.parquet", compression=None)
+    assert path.stat().st_size > 2 * 16 * 2**20  # the file does not fit in the limit
+    # every row matches (box 1 has no constraint), so the ranked sort holds 1M rows
+    boxes = Boxes.from_bounds([{0: (0, 200), 1: (0, 200)}, {2: (0, 255)}])
+    con = duckdb_connect(threads=1, memory_limit="16MB", temp_directory=str(tmp_path / "spill"))
+    got = search_duckdb(path, boxes, connection=con, order="votes")
+    con.close()
+    ref = scan(codes, boxes)
+    o = np.lexsort((ref.ids, -ref.votes.astype(np.int64)))
+    assert len(got) == len(codes)
+    np.testing.assert_array_equal(got.ids, ref.ids[o])
+    np.testing.assert_array_equal(got.votes, ref.votes[o])
