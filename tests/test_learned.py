@@ -90,6 +90,15 @@ def test_training_moves_away_from_the_pca_start(fitted, data):
     assert min(h["val"] for h in fitted.history_[1:]) < start
 
 
+def test_zero_epochs_is_the_normalised_pca_start(data):
+    X = data[0]
+    c = LearnedCompressor(**{**SMALL, "max_epochs": 0}).fit(X)
+    z = Compressor(8).fit(X).project(X)
+    np.testing.assert_allclose(c.project(X), z / np.linalg.norm(z, axis=1, keepdims=True),
+                               atol=1e-4)
+    assert [h["epoch"] for h in c.history_] == [-1]
+
+
 def test_text_and_image_heads_share_the_space(fitted, data):
     X = data[0]
     # without captions the text head is the image head: a text embedding equal
@@ -168,6 +177,8 @@ def test_bad_input_errors(fitted, data):
         LearnedCompressor(n_components=0).fit(X)
     with pytest.raises(ValueError, match="quantization"):
         LearnedCompressor(quantization="truncate").fit(X)
+    with pytest.raises(ValueError, match="input_dims: expected an integer 8..255"):
+        LearnedCompressor(**{**SMALL, "input_dims": 4}).fit(X)
     with pytest.raises(ValueError, match="koleo"):
         LearnedCompressor(koleo=-1).fit(X)
     with pytest.raises(ValueError, match="one text embedding per row"):
@@ -227,7 +238,8 @@ def test_catalogue_from_embeddings_save_open_and_session(fitted, data, tmp_path)
     s.label(np.flatnonzero(lab == lab[0])[:8], 1)
     s.label(np.flatnonzero(lab != lab[0])[:8], -1)
     res = s.refine()
-    assert res.count > 0 and (lab[res.ids[res.ids < len(X)]] == lab[0]).mean() > 0.8
+    # mostly the concept (1 item in 6 is, at random)
+    assert res.count > 0 and (lab[res.ids[res.ids < len(X)]] == lab[0]).mean() > 0.6
     # a catalogue without embeddings decodes codes for k-NN seeding
     bare = Catalogue.from_embeddings(X, compressor=fitted, keep_embeddings=False)
     _, ids = bare.seeder.search(X[0], 10)
