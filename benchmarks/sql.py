@@ -119,7 +119,7 @@ def one_model(size, codes, boxes, k, path, con, load_s, trials, spark, rows):
         res, t_auto = timed(lambda: index.search(boxes, n_jobs=2), trials)
         assert same(res, ref)
         row("BoxIndex.search (cost model)", t_auto, len(res), f"chose {res.path}")
-        del index, res
+        index = res = None  # free the index before DuckDB runs
 
     search_duckdb(path, boxes, connection=con)  # warm the page cache
     res, t_duck = timed(lambda: search_duckdb(path, boxes, connection=con), trials)

@@ -33,7 +33,6 @@ HUGE_METHODS_OPTION = "-XX:-DontCompileHugeMethods"
 
 def _pyspark():
     try:
-        import pyspark  # noqa: F401
         from pyspark.sql import functions
     except ImportError as exc:
         raise ImportError("Spark execution needs pyspark (and a Java runtime): "
