@@ -1,13 +1,13 @@
 """clipbranches-widget: interactive CLIP image search refined by decision branches."""
 
 from .engine import (Boxes, Catalogue, Compressor, DecisionBranchesClassifier, KnnSeeder,
-                     ScanResult, scan)
+                     LearnedCompressor, ScanResult, scan)
 from .session import Results, Session
 
 __version__ = "0.1.0"
 
 __all__ = ["Boxes", "Catalogue", "ClipBranches", "Compressor", "DecisionBranchesClassifier",
-           "KnnSeeder", "Results", "ScanResult", "Session", "scan"]
+           "KnnSeeder", "LearnedCompressor", "Results", "ScanResult", "Session", "scan"]
 
 
 def __getattr__(name):
