@@ -14,7 +14,7 @@ Writes, under ``--out`` (default: the repository root):
 * ``EVALUATION.md``: the tables, between the markers
   ``<!-- quality:begin -->`` and ``<!-- quality:end -->`` (text outside is kept);
 * ``docs/quality-f1.png``: F1 against labelled positives, per learner;
-* ``docs/quality-results.csv``: every row (data set, codes, class, seed,
+* ``docs/quality-results.csv.gz``: every row (data set, codes, class, seed,
   round, learner) with its metrics.
 """
 
@@ -130,12 +130,14 @@ def report(df, by_round, final, per_class, sets, args, seconds) -> str:
             rows.append([r["learner"], f"{r['positives']:.0f}", f"{r['size']:.0f}",
                          f"{r['precision']:.2f}", f"{r['recall']:.2f}",
                          pm(r["f1"], r["f1_std"]), f"{np.nan_to_num(r['f1_seed_std']):.3f}",
+                         f"{r['new_precision']:.2f} / {r['new_recall']:.2f}",
                          f"{r['knn_set_f1']:.2f}", f"{r['knn_class_f1']:.2f}",
                          beat(r["beat_set_share"], r["beat_set_median"]),
                          beat(r["beat_class_share"], r["beat_class_median"]),
                          f"{r['ms']:.0f}"])
         out.append(md_table(["learner", "positives", "set size", "P", "R", "F1",
-                             "F1 spread over seeds", "k-NN F1 (k = set size)",
+                             "F1 spread over seeds", "P / R on unlabelled items",
+                             "k-NN F1 (k = set size)",
                              "k-NN F1 (k = class size)", "positives to beat k-NN (set size)",
                              "positives to beat k-NN (class size)", "ms / fit+search"], rows))
         br = by_round[(by_round["dataset"] == name) & (by_round["codes"] == "pca")]
@@ -208,13 +210,13 @@ def main(argv=None) -> int:
     by_round, final, per_class = ev.summarise(df)
     docs = args.out / "docs"
     docs.mkdir(parents=True, exist_ok=True)
-    df.to_csv(docs / "quality-results.csv", index=False, float_format="%.4f")
+    df.to_csv(docs / "quality-results.csv.gz", index=False, float_format="%.4f")
     ev.plot_f1(by_round, final, docs / "quality-f1.png")
     seconds = time.perf_counter() - t0
     write_markdown(args.out / "EVALUATION.md",
                    report(df, by_round, final, per_class, sets, args, seconds))
     LOG.info("wrote %s, %s and %s in %.0f s", args.out / "EVALUATION.md",
-             docs / "quality-f1.png", docs / "quality-results.csv", seconds)
+             docs / "quality-f1.png", docs / "quality-results.csv.gz", seconds)
     return 0
 
 

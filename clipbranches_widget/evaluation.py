@@ -368,7 +368,8 @@ class Learner:
 
     ``kind``: "branches" (DecisionBranchesClassifier with ``params``), or
     "logreg", "forest", "nn1" (scikit-learn on the dequantised codes: the
-    same 32 numbers per item). All are fitted on the session's training set:
+    same 32 numbers per item), or "labels" (just the labelled positives: the
+    floor any learner must clear, since every metric counts them). All are fitted on the session's training set:
     the labels plus ``n_background`` random unlabelled items as negatives of
     weight ``background_weight``. ``min_pts="design"``: DESIGN.md's
     min(50, 1.5 x #positives) window.
@@ -404,9 +405,13 @@ def default_learners(quick: bool = False) -> list[Learner]:
         Learner("branches min_pts=DESIGN", params={"min_pts": "design"}),
         Learner("branches bg weight=1.0", background_weight=1.0),
         Learner("branches n_background=300", n_background=300),
+        # the two single changes that raised precision, together
+        Learner("branches 8-d only + bg weight=1.0", background_weight=1.0,
+                params={"feature_subsets": default_feature_subsets(32, sizes=((104, 8),))}),
         Learner("logistic regression", "logreg"),
         Learner("random forest", "forest"),
         Learner("1-NN classifier", "nn1"),
+        Learner("labelled positives only", "labels"),
     ]
 
 
@@ -415,6 +420,8 @@ def fit_result_set(learner: Learner, catalogue: Catalogue, labels: dict, *, seed
     """Ids of every catalogue item ``learner`` accepts after fitting on ``labels``."""
     s = Session(catalogue, n_background=learner.n_background,
                 background_weight=learner.background_weight, random_state=seed, n_jobs=1)
+    if learner.kind == "labels":  # the floor: the user's own clicks, nothing learned
+        return np.sort(np.array([i for i, v in labels.items() if v > 0], np.int64))
     s.set_labels(labels)
     ids, y, w = s.training_set()
     rs = seed + round_
@@ -443,10 +450,10 @@ def fit_result_set(learner: Learner, catalogue: Catalogue, labels: dict, *, seed
     elif learner.kind == "nn1":
         from sklearn.neighbors import KNeighborsClassifier
 
-        model = KNeighborsClassifier(n_neighbors=1).fit(F[ids], y)
+        model = KNeighborsClassifier(n_neighbors=1, algorithm="brute").fit(F[ids], y)
     else:
         raise ValueError(f"learner {learner.name!r}: unknown kind {learner.kind!r}; expected "
-                         "'branches', 'logreg', 'forest' or 'nn1'")
+                         "'branches', 'logreg', 'forest', 'nn1' or 'labels'")
     return np.flatnonzero(model.predict(F) == 1)
 
 
@@ -461,6 +468,8 @@ def simulate(data: LabelledSet, catalogue: Catalogue, cls: int, seed: int, *,
     so every learner is fitted on the same labels each round. The next page
     is the first ``page_size`` unlabelled items of the refined ranking,
     topped up from the query's neighbours when the refined set has fewer.
+    While no positive is labelled there is nothing to refine: every learner
+    returns an empty set that round and the next page is the next k-NN page.
     """
     truth = data.y == cls
     n_true = int(truth.sum())
@@ -483,12 +492,17 @@ def simulate(data: LabelledSet, catalogue: Catalogue, cls: int, seed: int, *,
         session.label(shown[~truth[shown]], -1)
         labels = session.labels
         n_pos = sum(v > 0 for v in labels.values())
+        labelled = np.zeros(len(data), bool)
+        labelled[np.fromiter(labels, np.int64)] = True
         t0 = time.perf_counter()
-        refined = session.refine()
+        # no positive yet: nothing to refine; the user pages on through k-NN
+        refined = session.refine() if n_pos else None
         ms_default = (time.perf_counter() - t0) * 1e3
         for learner in learners:
             t0 = time.perf_counter()
-            if learner.is_default:
+            if refined is None:
+                found, ms = np.zeros(0, np.int64), 0.0
+            elif learner.is_default:
                 found, ms = refined.ids, ms_default
             else:
                 found = fit_result_set(learner, catalogue, labels, seed=seed,
@@ -496,16 +510,23 @@ def simulate(data: LabelledSet, catalogue: Catalogue, cls: int, seed: int, *,
                 ms = (time.perf_counter() - t0) * 1e3
             p, rec, f = prf(found, truth)
             kp, kr, kf = knn_prf(tp, found.size, n_true)
+            # what the learner adds beyond the clicks: unlabelled items only
+            fresh = found[~labelled[found]]
+            n_fresh_true = n_true - n_pos
+            tp_fresh = int(truth[fresh].sum())
             rows.append({"dataset": data.name, "codes": codes, "class": data.class_names[cls],
                          "seed": seed, "round": r, "learner": learner.name,
                          "query": query_kind, "positives": n_pos, "labels": len(labels),
                          "class_size": n_true, "size": int(found.size), "precision": p,
                          "recall": rec, "f1": f, "knn_set_precision": kp, "knn_set_recall": kr,
                          "knn_set_f1": kf, "knn_class_f1": knn_class[2],
+                         "new_precision": tp_fresh / fresh.size if fresh.size else 0.0,
+                         "new_recall": tp_fresh / n_fresh_true if n_fresh_true else np.nan,
                          "knn_class_precision": knn_class[0], "seed_page_f1": seed_page[2],
                          "ms": ms})
         # the next page: what the user sees after this refine
-        nxt = refined.ids[~np.isin(refined.ids, np.fromiter(labels, np.int64))][:page_size]
+        ranked = refined.ids if refined is not None else np.zeros(0, np.int64)
+        nxt = ranked[~np.isin(ranked, np.fromiter(labels, np.int64))][:page_size]
         if nxt.size < page_size:
             more = order[~np.isin(order, np.concatenate([np.fromiter(labels, np.int64), nxt]))]
             nxt = np.concatenate([nxt, more[: page_size - nxt.size]])
@@ -551,11 +572,7 @@ def run_evaluation(datasets, *, learners, seeds=(0, 1, 2), rounds: int = 5,
                 rows += out
                 if progress is not None:
                     progress(_task_name(datasets, t))
-    keys = ["dataset", "codes", "class", "seed", "round", "learner"]
-    order = {name: i for i, name in enumerate(dict.fromkeys(r["learner"] for r in rows))}
-    df = pd.DataFrame(rows)
-    return df.sort_values(keys[:-1] + ["learner"], key=lambda c: c.map(order)
-                          if c.name == "learner" else c, kind="stable").reset_index(drop=True)
+    return pd.DataFrame(rows)  # in task order: data set, codes, class, seed, round, learner
 
 
 _WORKER: dict = {}
@@ -610,6 +627,7 @@ def summarise(df):
     final = gl.agg(positives=("positives", "mean"), size=("size", "mean"),
                    precision=("precision", "mean"), recall=("recall", "mean"),
                    f1=("f1", "mean"), f1_std=("f1", "std"),
+                   new_precision=("new_precision", "mean"), new_recall=("new_recall", "mean"),
                    knn_set_f1=("knn_set_f1", "mean"), knn_class_f1=("knn_class_f1", "mean"),
                    ms=("ms", "mean")).reset_index()
     for against, col in (("knn_set_f1", "beat_set"), ("knn_class_f1", "beat_class")):
@@ -630,6 +648,11 @@ def summarise(df):
     return by_round, final, per_class
 
 
+_COLOURS = {"branches": "black", "logistic regression": "tab:blue",
+            "random forest": "tab:green", "1-NN classifier": "tab:purple",
+            "labelled positives only": "tab:orange"}
+
+
 def plot_f1(by_round, final, path, *, codes: str = "pca"):
     """F1 against the number of labelled positives, one panel per data set."""
     import matplotlib
@@ -641,15 +664,19 @@ def plot_f1(by_round, final, path, *, codes: str = "pca"):
     fig, axes = plt.subplots(1, len(names), figsize=(5.2 * len(names), 4.2), squeeze=False)
     for ax, name in zip(axes[0], names):
         d = by_round[by_round["dataset"] == name]
+        alt = 0
         for (cd, learner), part in d.groupby(["codes", "learner"], sort=False):
             if cd != codes and learner != "branches":
                 continue
             label = learner if cd == codes else f"{learner} ({cd} codes)"
-            main = learner in ("branches", "logistic regression", "random forest",
-                               "1-NN classifier") or cd != codes
-            ax.plot(part["positives"], part["f1"], marker="o" if main else None,
-                    lw=2.2 if learner == "branches" and cd == codes else (1.4 if main else 0.8),
-                    alpha=1.0 if main else 0.45, ls="--" if cd != codes else "-", label=label)
+            color = (_COLOURS.get(learner) if cd == codes else "tab:red")
+            main = color is not None
+            if color is None:  # the alternatives: thin, from a sequential map
+                color = plt.cm.viridis(0.1 + 0.1 * alt)
+                alt += 1
+            ax.plot(part["positives"], part["f1"], marker="o" if main else None, color=color,
+                    lw=2.4 if learner == "branches" and cd == codes else (1.5 if main else 0.9),
+                    alpha=1.0 if main else 0.6, ls="--" if cd != codes else "-", label=label)
         fin = final[(final["dataset"] == name) & (final["codes"] == codes)]
         ax.axhline(float(fin["knn_class_f1"].iloc[0]), color="k", ls=":",
                    label="k-NN of the query, k = class size")
@@ -661,8 +688,9 @@ def plot_f1(by_round, final, path, *, codes: str = "pca"):
         ax.set_ylabel("F1 of the complete result set")
         ax.set_ylim(0, 1)
         ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=6.5, loc="lower right")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)

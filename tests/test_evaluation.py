@@ -69,10 +69,26 @@ def test_simulate_follows_the_protocol():
     data = blobs()
     cat = ev.make_catalogue(data)
     learners = [ev.Learner("branches"), ev.Learner("logistic regression", "logreg"),
-                ev.Learner("branches 4-d", params={"feature_subsets": [(0, 1, 2, 3)]})]
+                ev.Learner("branches 4-d", params={"feature_subsets": [(0, 1, 2, 3)]}),
+                ev.Learner("clicks", "labels")]
     rows = pd.DataFrame(ev.simulate(data, cat, 0, seed=3, learners=learners, rounds=3))
     assert len(rows) == 3 * len(learners)
-    assert rows["labels"].tolist() == [60] * 3 + [120] * 3 + [180] * 3  # a page per round
+    assert rows["labels"].tolist() == [60] * 4 + [120] * 4 + [180] * 4  # a page per round
+    # the floor: the clicked positives alone, nothing new
+    clicks = rows[rows["learner"] == "clicks"]
+    assert (clicks["size"] == clicks["positives"]).all() and (clicks["precision"] == 1).all()
+    assert np.allclose(clicks["recall"], clicks["positives"] / 100)
+    assert (clicks["new_precision"] == 0).all()
+    # recall of new items is 0, or undefined once every positive is clicked
+    assert (clicks["new_recall"] == 0).equals(clicks["positives"] < 100)
+    assert clicks["new_recall"].isna().equals(clicks["positives"] == 100)
+    # new items: positives found beyond the clicks, out of those left to find
+    lr = rows[(rows["learner"] == "logistic regression") & (rows["positives"] < 100)]
+    assert len(lr) >= 1
+    fresh_tp = lr["new_recall"] * (100 - lr["positives"])
+    tp = lr["recall"] * 100
+    assert np.allclose(fresh_tp, np.round(fresh_tp))
+    assert (fresh_tp <= tp + 1e-9).all() and (fresh_tp >= tp - lr["positives"] - 1e-9).all()
     # k-NN at k = class size on separable data is perfect
     assert (rows["knn_class_f1"] == 1.0).all()
     # metrics are consistent with set sizes: tp from precision = tp from recall
@@ -194,7 +210,7 @@ def test_quality_command_quick(tmp_path):
     text = (tmp_path / "EVALUATION.md").read_text()
     assert text.startswith("# Mine\n\nkept text") and text.rstrip().endswith("trailer")
     assert "\nold\n" not in text
-    df = pd.read_csv(tmp_path / "docs" / "quality-results.csv")
+    df = pd.read_csv(tmp_path / "docs" / "quality-results.csv.gz")
     learners = [lr.name for lr in ev.default_learners(quick=True)]
     # digits, 2 classes, 1 seed, 2 rounds: every learner on PCA codes, branches on global
     assert len(df) == 2 * 1 * 2 * len(learners) + 2 * 1 * 2
@@ -203,3 +219,17 @@ def test_quality_command_quick(tmp_path):
         assert f"| {name} |" in text
     assert (tmp_path / "docs" / "quality-f1.png").stat().st_size > 10_000
     assert df[["precision", "recall", "f1"]].stack().between(0, 1).all()
+
+
+def test_no_positive_yet_means_no_refine():
+    """A query whose first pages hold no positive: the user pages on through
+    k-NN and every learner's set is empty until a positive is labelled."""
+    data = blobs()
+    queries = np.stack([data.X[data.y == 1].mean(0), data.X[data.y == 1].mean(0)])
+    data = ev.LabelledSet("blobs", data.X, data.y, ["a", "b"], queries=queries)
+    cat = ev.make_catalogue(data)
+    rows = pd.DataFrame(ev.simulate(data, cat, 0, seed=0, learners=[ev.Learner("branches")],
+                                    rounds=2))
+    assert rows["query"].tolist() == ["text", "text"]
+    assert rows["positives"].tolist() == [0, 0] and rows["labels"].tolist() == [60, 120]
+    assert (rows["size"] == 0).all() and (rows["f1"] == 0).all()
