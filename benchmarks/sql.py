@@ -21,7 +21,9 @@ to return exactly the scan's ids and votes:
 * ``search_duckdb`` on the Parquet file (the OS page cache is warm after the
   first run; DuckDB still decodes the Parquet pages every time);
 * DuckDB on its own in-memory table loaded from that file;
-* optionally (``--spark``) Spark local[2] through Spark SQL on the file.
+* optionally (``--spark``) Spark local[2] through Spark SQL on the file;
+* optionally (``--pushdown``) DuckDB on a copy of the file sorted by ``c0``,
+  where row groups hold narrow c0 ranges and can be skipped by statistics.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from clipbranches_widget.engine.boxes import Boxes
 from clipbranches_widget.engine.branches import DecisionBranchesClassifier
 from clipbranches_widget.engine.duckdb_engine import duckdb_connect, search_duckdb
 from clipbranches_widget.engine.parquet import write_parquet
@@ -69,7 +72,8 @@ def same(res, ref):
     return (np.array_equal(res.ids, ref.ids) and np.array_equal(res.votes, ref.votes))
 
 
-def one_size(n, trials, data_dir, spark, row_group_size, compression, concepts, rows):
+def one_size(n, trials, data_dir, spark, row_group_size, compression, concepts, pushdown,
+             rows):
     t = time.perf_counter()
     codes, cluster, _ = clustered_codes(n, spread=8.0, random_state=0)
     log.info("n=%d: generated codes in %.1f s", n, time.perf_counter() - t)
@@ -91,7 +95,31 @@ def one_size(n, trials, data_dir, spark, row_group_size, compression, concepts, 
     size = f"{n / 1e6:.0f}M"
     for k, boxes in models:
         one_model(size, codes, boxes, k, path, con, load_s, trials, spark, rows)
+    if pushdown:
+        row_group_skipping(size, codes, path, models, con, data_dir, row_group_size, trials,
+                           rows)
     con.close()
+
+
+def row_group_skipping(size, codes, path, models, con, data_dir, row_group_size, trials, rows):
+    """The same queries on a copy of the file whose rows are sorted by c0."""
+    sorted_path = data_dir / f"{path.stem}-sorted-c0.parquet"
+    if not sorted_path.exists():
+        write_parquet(codes, sorted_path, row_group_size=row_group_size, sort_by=["c0"])
+    narrow = Boxes.from_bounds([{0: (100, 104), 7: (0, 200)}])
+    queries = [("1 box on c0 in 100..104", narrow)] + [
+        (f"{k}-cluster model ({b.n_boxes} boxes; {sum(0 in d for d in b.dims)} on c0)", b)
+        for k, b in models]
+    for name, boxes in queries:
+        ref = scan(codes, boxes)
+        t = {}
+        for label, p in (("id order", path), ("sorted by c0", sorted_path)):
+            search_duckdb(p, boxes, connection=con)
+            res, t[label] = timed(lambda: search_duckdb(p, boxes, connection=con), trials)
+            assert same(res, ref)
+        rows.append((size, name, "DuckDB on Parquet sorted by c0 (vs id order)",
+                     t["sorted by c0"], t["sorted by c0"] / t["id order"], len(ref),
+                     f"id order: {t['id order']:.1f} ms; ratio column = sorted / id order"))
 
 
 def one_model(size, codes, boxes, k, path, con, load_s, trials, spark, rows):
@@ -156,6 +184,8 @@ def main():
     ap.add_argument("--concepts", type=int, nargs="+", default=[3, 20],
                     help="clusters per concept: one fitted model each")
     ap.add_argument("--spark", action="store_true", help="also Spark local[2] (slow)")
+    ap.add_argument("--pushdown", action="store_true",
+                    help="also DuckDB on a copy sorted by c0 (row-group skipping)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("clipbranches_widget").setLevel(logging.WARNING)  # per-query lines
@@ -163,7 +193,7 @@ def main():
     rows = []
     for n in args.sizes:
         one_size(n, args.trials, args.data, args.spark, args.row_group_size, args.compression,
-                 args.concepts, rows)
+                 args.concepts, args.pushdown, rows)
     print(f"\n{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"{time.strftime('%Y-%m-%d')}; median of {args.trials} warm runs, 2 threads each")
     print("| n | model | method | ms | vs scan | matches | note |")
