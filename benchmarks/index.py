@@ -181,12 +181,14 @@ def run_size(n, args):
         # index only the subsets of the concept models: the wide model, which
         # the cost model sends to the scan anyway, then falls back to the scan
         used = {dd for name, (b, *_) in models.items() if name != "wide" for dd in b.dims}
-        subsets = [s for s in subsets if s in used]
+        extra = [s for s in subsets if s not in used][:max(0, args.partial_subsets - len(used))]
+        subsets = [s for s in subsets if s in used or s in extra]
     index_dir = data_dir / f"index_{n}"
     shutil.rmtree(index_dir, ignore_errors=True)
     t0 = time.perf_counter()
     idx = BoxIndex.build(codes, index_dir if on_disk else None, subsets=subsets,
-                         block_size=args.block_size, progress=args.progress)
+                         block_size=args.block_size, progress=args.progress,
+                         memory_budget=int(args.memory_budget * 2**30))
     build_s = time.perf_counter() - t0
     per_subset = build_s / len(subsets)
     print(f"index build: {build_s:.1f} s for {len(subsets)} subsets "
@@ -208,7 +210,7 @@ def run_size(n, args):
             t_index, r_index = float("nan"), None
         t_scan, r_scan = timed(lambda: scan(codes, boxes), args.repeats)
         t_auto, r_auto = timed(lambda: idx.search(boxes), args.repeats)
-        if n <= args.numpy_max and (n < args.partial_above or name in ("1%", "wide")):
+        if n <= args.numpy_max and (n < args.partial_above or name == "1%"):
             t_np, (np_ids, np_votes) = timed(lambda: numpy_votes(codes, boxes), 1)
             assert np.array_equal(np_ids, r_scan.ids) and np.array_equal(np_votes, r_scan.votes)
         else:
@@ -244,6 +246,10 @@ def main():
                     help="catalogues this large live in a memmap file (and the index on disk)")
     ap.add_argument("--partial-above", type=float, default=5e7,
                     help="from this size on, index only the subsets the models use")
+    ap.add_argument("--partial-subsets", type=int, default=5,
+                    help="at partial sizes, index this many subsets (the models' first)")
+    ap.add_argument("--memory-budget", type=float, default=2.0,
+                    help="GiB of RAM for the ids scattered in one build pass")
     ap.add_argument("--numpy-max", type=float, default=2e7, help="largest n for plain numpy")
     ap.add_argument("--block-size", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=3)
