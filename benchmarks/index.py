@@ -51,7 +51,8 @@ def make_codes(n, path=None, seed=0, chunk=1 << 22):
     rng = np.random.default_rng(seed)
     centres = rng.uniform(40, 215, size=(N_CLUSTERS, D)).astype(np.float32)
     p = cluster_weights()
-    reuse = path is not None and Path(path).exists() and np.load(path, mmap_mode="r").shape == (n, D)
+    reuse = (path is not None and Path(path).exists()
+             and np.load(path, mmap_mode="r").shape == (n, D))
     if reuse:
         codes = np.load(path, mmap_mode="r")
     elif path is not None:
@@ -79,7 +80,8 @@ def fit_concept(codes, cluster, members, seed):
     """Boxes a user would get: 30 positives, 30 negatives, 1000 background (w 0.5)."""
     rng = np.random.default_rng(seed)
     inside = np.isin(cluster, members)
-    pos = rng.choice(np.flatnonzero(inside), 30, replace=False)
+    members_ids = np.flatnonzero(inside)
+    pos = rng.choice(members_ids, min(30, members_ids.shape[0]), replace=False)
     # user negatives: items near the concept but outside it (what a user rejects)
     out_ids = rng.choice(np.flatnonzero(~inside), 200_000 if len(cluster) > 400_000 else 20_000,
                          replace=False)
@@ -91,8 +93,8 @@ def fit_concept(codes, cluster, members, seed):
     bg = bg[~np.isin(bg, labelled)][:1000]
     ids = np.concatenate([labelled, bg])
     X = np.asarray(codes[ids])
-    y = np.r_[np.ones(30), np.zeros(30 + len(bg))].astype(int)
-    w = np.r_[np.ones(60), np.full(len(bg), 0.5)]
+    y = np.r_[np.ones(len(pos)), np.zeros(len(neg) + len(bg))].astype(int)
+    w = np.r_[np.ones(len(labelled)), np.full(len(bg), 0.5)]
     t0 = time.perf_counter()
     model = DecisionBranchesClassifier(random_state=seed).fit(X, y, sample_weight=w)
     fit_s = time.perf_counter() - t0
@@ -191,9 +193,12 @@ def run_size(n, args):
                          memory_budget=int(args.memory_budget * 2**30))
     build_s = time.perf_counter() - t0
     per_subset = build_s / len(subsets)
+    extrapolated = ("" if len(subsets) == 104 else
+                    f"; x104/{len(subsets)} -> {per_subset * 104 / (n / 1e6):.2f} s per million "
+                    "for all 104")
     print(f"index build: {build_s:.1f} s for {len(subsets)} subsets "
           f"({build_s / (n / 1e6):.2f} s per million items"
-          f"{'' if len(subsets) == 104 else f'; x104/{len(subsets)} -> {per_subset * 104 / (n / 1e6):.2f} s per million for all 104'}); "
+          f"{extrapolated}); "
           f"{idx.bytes_per_item:.1f} bytes/item = {idx.bytes_per_item / D:.1f}x the codes "
           f"({idx.bytes_per_item / len(subsets):.2f} bytes/item/subset)", flush=True)
 
@@ -223,7 +228,7 @@ def run_size(n, args):
         info = est
         touched = info.get("fraction_touched", float("nan")) * 100
         round_ms = (fit_s + t_auto + t_page) * 1e3
-        row = (f"{name:>6} {boxes.n_boxes:>5} {frac * 100 if frac == frac else float('nan'):>7.2f}% "
+        row = (f"{name:>6} {boxes.n_boxes:>5} {frac * 100:>7.2f}% "
                f"{len(r_scan):>9,} {len(r_scan) / n * 100:>6.2f}% {touched:>7.2f}% "
                f"{info.get('cells_touched', -1):>8,} {fit_s * 1e3:>7.0f} {t_index * 1e3:>9.1f} "
                f"{t_scan * 1e3:>8.1f} {t_np * 1e3:>9.0f} {t_scan / t_index:>8.2f} "

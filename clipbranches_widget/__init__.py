@@ -1,13 +1,14 @@
 """clipbranches-widget: interactive CLIP image search refined by decision branches."""
 
-from .engine import (Boxes, Catalogue, Compressor, DecisionBranchesClassifier, KnnSeeder,
-                     LearnedCompressor, ScanResult, scan)
+from .engine import (BoxIndex, Boxes, Catalogue, Compressor, DecisionBranchesClassifier,
+                     KnnSeeder, LearnedCompressor, ScanResult, scan)
 from .session import Results, Session
 
 __version__ = "0.1.0"
 
-__all__ = ["Boxes", "Catalogue", "ClipBranches", "Compressor", "DecisionBranchesClassifier",
-           "KnnSeeder", "LearnedCompressor", "Results", "ScanResult", "Session", "scan"]
+__all__ = ["BoxIndex", "Boxes", "Catalogue", "ClipBranches", "Compressor",
+           "DecisionBranchesClassifier", "KnnSeeder", "LearnedCompressor", "Results",
+           "ScanResult", "Session", "scan"]
 
 
 def __getattr__(name):

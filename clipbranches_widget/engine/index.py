@@ -736,7 +736,8 @@ class BoxIndex:
                      else self.cost_checked_id)
         cost = (self.cost_listed_id * listed + per_check * checked
                 + self.cost_run * runs + combine)
-        out.update(cost_index_ns=float(cost), cells_touched=cells, runs_planned=runs, ids_listed=listed,
+        out.update(cost_index_ns=float(cost), cells_touched=cells, runs_planned=runs,
+                   ids_listed=listed,
                    ids_checked=checked, fraction_touched=candidates / max(1, n),
                    bytes_index=listed * self.order.dtype.itemsize
                    + checked * (self.order.dtype.itemsize + 64),
