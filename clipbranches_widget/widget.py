@@ -132,7 +132,7 @@ class ClipBranches(anywidget.AnyWidget):
                 "user_query": session.query if isinstance(session.query, str) else ""}
         user.update(_user_state or {})
         super().__init__(page_size=session.page_size, n_items=len(session.catalogue),
-                         text_search=session.catalogue.embedder is not None, **user)
+                         text_search=session.catalogue.has_embedder, **user)
         self.observe(self._on_labels, names="user_labels")
         self.on_msg(self._on_message)
         self._actions = {"search": self._search, "more": self._more, "refine": self._refine,
