@@ -332,3 +332,16 @@ def test_both_paths_run_with_one_and_two_threads(clustered_index):
     b = idx.search(boxes, path="index", n_jobs=2)
     np.testing.assert_array_equal(a.ids, b.ids)
     np.testing.assert_array_equal(a.votes, b.votes)
+
+
+def test_serial_and_parallel_kernels_do_not_share_a_cache_entry(clustered_index):
+    codes, idx = clustered_index
+    boxes = subset_boxes(np.random.default_rng(3), 4, width=(20, 60))
+    idx.search(boxes, path="index")  # compiles (or loads) the kernels in use
+    pairs = [(index_mod._collect, index_mod._collect_serial),
+             (index_mod._nonzero_counts, index_mod._nonzero_counts_serial),
+             (index_mod._nonzero_gather, index_mod._nonzero_gather_serial)]
+    for par, ser in pairs:
+        assert par.targetoptions.get("parallel") and not ser.targetoptions.get("parallel")
+        assert par.py_func.__qualname__ != ser.py_func.__qualname__
+        assert par.py_func.__code__ is ser.py_func.__code__  # one source, two builds

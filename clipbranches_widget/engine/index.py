@@ -35,6 +35,7 @@ import os
 import shutil
 import tempfile
 import time
+import types
 from pathlib import Path
 
 import numpy as np
@@ -243,10 +244,23 @@ def _collect_py(order, codes, run_start, run_stop, run_full, run_row, run_box, o
         out_count[r] = j - out_off[r]
 
 
+def _serial_twin(fn):
+    """A copy of ``fn`` under its own name, to compile without ``parallel``.
+
+    numba's on-disk cache is keyed by the function's qualified name and
+    bytecode, not by its compile options: two dispatchers of one function
+    would overwrite each other's cached machine code.
+    """
+    twin = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + "_serial",
+                              fn.__defaults__, fn.__closure__)
+    twin.__qualname__ = fn.__qualname__ + "_serial"
+    return twin
+
+
 # A parallel region costs a thread wake-up, and on a shared machine a
 # descheduled worker can stall it for milliseconds: small queries run serial.
 _collect = njit(parallel=True, cache=True, nogil=True)(_collect_py)
-_collect_serial = njit(cache=True, nogil=True)(_collect_py)
+_collect_serial = njit(cache=True, nogil=True)(_serial_twin(_collect_py))
 
 
 @njit(cache=True, nogil=True)
@@ -290,9 +304,9 @@ def _nonzero_gather_py(votes, chunk, offsets, ids_out, votes_out):
 
 
 _nonzero_counts = njit(parallel=True, cache=True, nogil=True)(_nonzero_counts_py)
-_nonzero_counts_serial = njit(cache=True, nogil=True)(_nonzero_counts_py)
+_nonzero_counts_serial = njit(cache=True, nogil=True)(_serial_twin(_nonzero_counts_py))
 _nonzero_gather = njit(parallel=True, cache=True, nogil=True)(_nonzero_gather_py)
-_nonzero_gather_serial = njit(cache=True, nogil=True)(_nonzero_gather_py)
+_nonzero_gather_serial = njit(cache=True, nogil=True)(_serial_twin(_nonzero_gather_py))
 
 
 # --------------------------------------------------------------------------
