@@ -3,8 +3,8 @@
 A decision-branches box constrains one feature subset only (a few of the 32
 code dimensions). For every subset the index lays a grid over the subset's
 dimensions (slot edges at quantiles of each dimension, so cells are balanced)
-and stores the item ids sorted by grid cell (a counting sort: ids ascend
-inside a cell) plus the cell offsets. The cell bounds are known exactly from
+and stores the item ids sorted by grid cell (a counting sort, two-level for
+large catalogues: ids ascend inside a cell) plus the cell offsets. The cell bounds are known exactly from
 the slot edges, so a box query:
 
 * enumerates the cells its bounds intersect (contiguous along the last
@@ -772,7 +772,15 @@ class BoxIndex:
         ``path``: "auto" (the cost model chooses), "index" or "scan". The
         index path is used only when every box's dimensions lie in an indexed
         subset; otherwise the query falls back to the scan and
-        ``info["reason"]`` says why.
+        ``info["reason"]`` says why. The choice is per query, not per box:
+        once one box needs the scan, the scan reads every code anyway and
+        evaluates all the other boxes in the same pass almost for free.
+
+        ``info``: ``cells_touched`` (grid cells the boxes meet),
+        ``ids_listed`` (ids of cells inside a box: no code read),
+        ``ids_checked`` (ids whose codes are read), ``fraction_touched``,
+        ``bytes_index`` / ``bytes_scan`` (estimated bytes each path reads),
+        ``cost_index_ns`` / ``cost_scan_ns`` (the cost model), ``plan_s``.
         """
         if path not in ("auto", "index", "scan"):
             raise ValueError(f"path: expected 'auto', 'index' or 'scan', got {path!r}")
