@@ -317,14 +317,28 @@ class GlobalQuantizer(TransformerMixin, BaseEstimator):
         return self.dequantize(codes) @ self.components_ + self.mean_
 
 
-def make_catalogue(data: LabelledSet, codes: str = "pca") -> Catalogue:
-    """``pca``: the product's default Compressor; ``global``: ``GlobalQuantizer``."""
+CODE_VARIANTS = ("pca", "global", "learned")
+
+
+def make_compressor(data: LabelledSet, codes: str = "pca"):
+    """A fitted compressor: ``pca`` the product's default ``Compressor``,
+    ``global`` the reference's ``GlobalQuantizer``, ``learned`` the engine's
+    ``LearnedCompressor`` (torch; about 10-45 s per data set here)."""
     if codes == "pca":
-        return Catalogue.from_embeddings(data.X)
+        return Compressor().fit(data.X)
     if codes == "global":
-        q = GlobalQuantizer().fit(data.X)
-        return Catalogue(q.transform(data.X), compressor=q, embeddings=data.X)
-    raise ValueError(f"codes: expected 'pca' or 'global', got {codes!r}")
+        return GlobalQuantizer().fit(data.X)
+    if codes == "learned":
+        from .engine.learned import LearnedCompressor
+
+        return LearnedCompressor(progress=False, n_threads=1).fit(data.X)
+    raise ValueError(f"codes: expected one of {CODE_VARIANTS}, got {codes!r}")
+
+
+def make_catalogue(data: LabelledSet, codes: str = "pca", compressor=None) -> Catalogue:
+    """The data set's catalogue under a code variant (see ``make_compressor``)."""
+    comp = make_compressor(data, codes) if compressor is None else compressor
+    return Catalogue(comp.transform(data.X), compressor=comp, embeddings=data.X)
 
 
 # --------------------------------------------------------------------------- metrics
@@ -539,23 +553,27 @@ def run_evaluation(datasets, *, learners, seeds=(0, 1, 2), rounds: int = 5,
                    variant_learners=("branches",), page_size: int = 60, jobs: int = 1,
                    progress=None):
     """All simulated users over ``datasets``: a DataFrame with one row per
-    (dataset, codes, class, seed, round, learner). Code variants other than
-    "pca" run only ``variant_learners``. ``jobs`` > 1 runs (dataset, codes,
+    (dataset, codes, class, seed, round, learner). Code variants after the
+    first run only ``variant_learners``. ``jobs`` > 1 runs (dataset, codes,
     class) tasks in that many worker processes (every fit inside is
     single-threaded, so results do not depend on ``jobs``)."""
     import pandas as pd
 
+    # compressors are fitted once here (the learned one takes a while);
+    # workers only transform
+    compressors = {(di, codes): make_compressor(data, codes)
+                   for di, data in enumerate(datasets) for codes in code_variants}
     tasks = []
     for di, data in enumerate(datasets):
         n_cls = len(data.class_names) if classes is None else min(classes, len(data.class_names))
         for codes in code_variants:
-            use = learners if codes == "pca" else [lr for lr in learners
+            use = learners if codes == code_variants[0] else [lr for lr in learners
                                                    if lr.name in variant_learners]
             tasks += [(di, codes, cls, tuple(seeds), use, rounds, page_size)
                       for cls in range(n_cls)]
     rows = []
     if jobs <= 1:
-        _worker_init(datasets)
+        _worker_init(datasets, compressors)
         for t in tasks:
             rows += _run_task(t)
             if progress is not None:
@@ -567,7 +585,7 @@ def run_evaluation(datasets, *, learners, seeds=(0, 1, 2), rounds: int = 5,
         # spawned (not forked) workers: faiss/OpenMP and numba threads are
         # not fork-safe once the parent has used them
         with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn"),
-                                 initializer=_worker_init, initargs=(datasets,)) as pool:
+                                 initializer=_worker_init, initargs=(datasets, compressors)) as pool:
             for t, out in zip(tasks, pool.map(_run_task, tasks)):
                 rows += out
                 if progress is not None:
@@ -578,9 +596,10 @@ def run_evaluation(datasets, *, learners, seeds=(0, 1, 2), rounds: int = 5,
 _WORKER: dict = {}
 
 
-def _worker_init(datasets):
+def _worker_init(datasets, compressors):
     _WORKER.clear()
     _WORKER["datasets"] = datasets
+    _WORKER["compressors"] = compressors
     _WORKER["catalogues"] = {}
 
 
@@ -594,7 +613,7 @@ def _run_task(task) -> list[dict]:
     data = _WORKER["datasets"][di]
     cats = _WORKER["catalogues"]
     if (di, codes) not in cats:
-        cats[(di, codes)] = make_catalogue(data, codes)
+        cats[(di, codes)] = make_catalogue(data, codes, _WORKER["compressors"][(di, codes)])
     rows = []
     for seed in seeds:
         rows += simulate(data, cats[(di, codes)], cls, seed, learners=learners, rounds=rounds,
@@ -651,6 +670,7 @@ def summarise(df):
 _COLOURS = {"branches": "black", "logistic regression": "tab:blue",
             "random forest": "tab:green", "1-NN classifier": "tab:purple",
             "labelled positives only": "tab:orange"}
+_CODE_COLOURS = {"pca": "tab:gray", "global": "tab:red", "learned": "tab:brown"}
 
 
 def plot_f1(by_round, final, path, *, codes: str = "pca"):
@@ -669,7 +689,7 @@ def plot_f1(by_round, final, path, *, codes: str = "pca"):
             if cd != codes and learner != "branches":
                 continue
             label = learner if cd == codes else f"{learner} ({cd} codes)"
-            color = (_COLOURS.get(learner) if cd == codes else "tab:red")
+            color = _COLOURS.get(learner) if cd == codes else _CODE_COLOURS.get(cd, "tab:red")
             main = color is not None
             if color is None:  # the alternatives: thin, from a sequential map
                 color = plt.cm.viridis(0.1 + 0.1 * alt)

@@ -233,3 +233,18 @@ def test_no_positive_yet_means_no_refine():
     assert rows["query"].tolist() == ["text", "text"]
     assert rows["positives"].tolist() == [0, 0] and rows["labels"].tolist() == [60, 120]
     assert (rows["size"] == 0).all() and (rows["f1"] == 0).all()
+
+
+def test_quality_command_codes_and_learners(tmp_path):
+    """--codes picks the variants (the first is the main one), --learners the learners."""
+    quality = _quality_module()
+    assert quality.main(["--quick", "--jobs", "1", "--out", str(tmp_path), "--classes", "1",
+                         "--codes", "global", "pca", "--learners", "branches",
+                         "logistic regression"]) == 0
+    df = pd.read_csv(tmp_path / "docs" / "quality-results.csv.gz")
+    assert set(zip(df["codes"], df["learner"])) == {
+        ("global", "branches"), ("global", "logistic regression"), ("pca", "branches")}
+    text = (tmp_path / "EVALUATION.md").read_text()
+    assert "after the last round (global codes)" in text
+    with pytest.raises(SystemExit, match="unknown"):
+        quality.main(["--quick", "--out", str(tmp_path), "--learners", "nope"])
