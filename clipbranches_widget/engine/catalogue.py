@@ -169,7 +169,7 @@ class Catalogue:
     def search_boxes(self, boxes, *, n_jobs=None) -> ScanResult:
         """All items in at least one box, with votes (index when built, else scan)."""
         if self.index is not None:
-            return self.index.search(boxes)
+            return self.index.search(boxes, n_jobs=n_jobs)
         return scan(self.codes, boxes, n_jobs=n_jobs)
 
     def to_parquet(self, path, **kwargs):
