@@ -34,8 +34,10 @@ def test_grow_box_equals_numpy_twin(trial):
     hi = np.zeros(len(dims), np.uint8)
     margin, min_margin, min_pts, cap = [(2.5, 2, 0, 1.0), (2.0, 3, 20, 1.5), (3.0, 1, 5, np.inf)][trial % 3]
     params = np.array([margin, min_margin, min_pts, cap], float)
-    g = grow_box(X, y, w, seed, dims, params, _HALF_RANGE, lo, hi)
-    tlo, thi, tg = grow_box_twin(X, y, w, seed, dims, margin, min_margin, min_pts, cap, _HALF_RANGE)
+    prior = rng.uniform(0, 8, 32)
+    g = grow_box(X, y, w, seed, dims, params, _HALF_RANGE, prior, lo, hi)
+    tlo, thi, tg = grow_box_twin(X, y, w, seed, dims, margin, min_margin, min_pts, cap,
+                                 _HALF_RANGE, prior)
     np.testing.assert_array_equal(lo, tlo)
     np.testing.assert_array_equal(hi, thi)
     assert g == pytest.approx(tg)
@@ -136,11 +138,29 @@ def test_parallel_box_search_equals_one_subset_at_a_time(rng):
     hi = np.zeros((len(subsets), kmax), np.uint8)
     sc = np.zeros(len(subsets))
     seed = int(np.flatnonzero(y)[0])
-    grow_boxes(X, y, w, seed, table, sizes, params, _HALF_RANGE, lo, hi, sc)
+    prior = np.full(32, 3.0)
+    grow_boxes(X, y, w, seed, table, sizes, params, _HALF_RANGE, prior, lo, hi, sc)
     for s, dims in enumerate(subsets):
         k = len(dims)
         l1, h1 = np.zeros(k, np.uint8), np.zeros(k, np.uint8)
-        g = grow_box(X, y, w, seed, np.array(dims, np.int64), params, _HALF_RANGE, l1, h1)
+        g = grow_box(X, y, w, seed, np.array(dims, np.int64), params, _HALF_RANGE, prior, l1, h1)
         assert g == sc[s]
         np.testing.assert_array_equal(lo[s, :k], l1)
         np.testing.assert_array_equal(hi[s, :k], h1)
+
+
+def test_a_lone_positive_gets_a_box_of_the_prior_spread(rng):
+    X = rng.integers(0, 256, (500, 32), dtype=np.uint8)
+    y = np.zeros(500, int)
+    y[0] = 1
+    X[0] = 128
+    clf = DecisionBranchesClassifier(random_state=0, cap_weight=None).fit(X, y)
+    box = clf.boxes_
+    assert box.n_boxes == 1
+    half = 2.5 * 0.1 * X.std(axis=0)
+    for j in box.dims[0]:
+        assert box.lower[0, j] <= 128 - np.floor(half[j]) + 1
+        assert box.upper[0, j] >= 128 + np.floor(half[j]) - 1
+    narrow = DecisionBranchesClassifier(random_state=0, cap_weight=None, prior_spread=0).fit(X, y)
+    assert all(narrow.boxes_.upper[0, j] - narrow.boxes_.lower[0, j] == 4
+               for j in narrow.boxes_.dims[0])

@@ -17,7 +17,8 @@ def split_gini(wp_in, wn_in, wp_tot, wn_tot):
     return (g(wp_in, wn_in) + g(wp_tot - wp_in, wn_tot - wn_in)) / (wp_tot + wn_tot)
 
 
-def grow_box_twin(X, y, w, seed, dims, margin, min_margin, min_pts, cap_weight, half_range):
+def grow_box_twin(X, y, w, seed, dims, margin, min_margin, min_pts, cap_weight, half_range,
+                  prior_sigma):
     """The box-growing step of DecisionBranchesClassifier, in numpy."""
     dims = np.asarray(dims)
     Z = X[:, dims].astype(np.int64)
@@ -42,9 +43,11 @@ def grow_box_twin(X, y, w, seed, dims, margin, min_margin, min_pts, cap_weight, 
             best, best_lo, best_hi, best_q, best_pos = g, lo.copy(), hi.copy(), q, absorbed
     out_lo, out_hi = best_lo.copy(), best_hi.copy()
     for t in range(len(dims)):
-        half = 0.0
         if best_pos >= 2:
-            half = margin * (best_hi[t] - best_lo[t]) / (2 * half_range[min(best_pos, len(half_range) - 1)])
+            sigma = (best_hi[t] - best_lo[t]) / (2 * half_range[min(best_pos, len(half_range) - 1)])
+        else:
+            sigma = prior_sigma[dims[t]]
+        half = margin * sigma
         mid = 0.5 * (best_lo[t] + best_hi[t])
         out_lo[t] = max(0, min(best_lo[t] - min_margin, int(np.floor(mid - half))))
         out_hi[t] = min(255, max(best_hi[t] + min_margin, int(np.ceil(mid + half))))

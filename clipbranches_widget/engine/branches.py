@@ -111,7 +111,7 @@ def _weights_inside(X, y, w, dims, order, dist, radius, lo, hi, hard):
 
 
 @njit(cache=True, nogil=True)
-def _add_margin(X, y, w, dims, lo, hi, n_pos, params, half_range):
+def _add_margin(X, y, w, dims, lo, hi, n_pos, params, half_range, prior_sigma):
     # Widen each side: the positives' extent estimates the concept's spread
     # (sigma = extent / expected range of n_pos normal samples); the box
     # reaches ``margin`` sigmas from the middle, and at least ``min_margin``
@@ -125,10 +125,11 @@ def _add_margin(X, y, w, dims, lo, hi, n_pos, params, half_range):
     new_lo = lo.copy()
     new_hi = hi.copy()
     for t in range(k):
-        half = 0.0
         if n_pos >= 2:
             sigma = (hi[t] - lo[t]) / (2.0 * half_range[min(n_pos, half_range.shape[0] - 1)])
-            half = margin * sigma
+        else:  # one positive says nothing about the spread: use the prior
+            sigma = prior_sigma[dims[t]]
+        half = margin * sigma
         mid = 0.5 * (lo[t] + hi[t])
         new_lo[t] = max(0, min(lo[t] - min_margin, np.int64(np.floor(mid - half))))
         new_hi[t] = min(255, max(hi[t] + min_margin, np.int64(np.ceil(mid + half))))
@@ -156,11 +157,12 @@ def _add_margin(X, y, w, dims, lo, hi, n_pos, params, half_range):
 
 
 @njit(cache=True, nogil=True)
-def grow_box(X, y, w, seed, dims, params, half_range, lo, hi):
+def grow_box(X, y, w, seed, dims, params, half_range, prior_sigma, lo, hi):
     """Grow the box around ``X[seed]`` on ``dims``; write bounds into lo/hi.
 
     X (n, d) uint8, y (n,) uint8 in {0, 1}, w (n,) float64 weights; params =
-    (margin, min_margin, min_pts, cap_weight); half_range[n] = expected half-range of
+    (margin, min_margin, min_pts, cap_weight); prior_sigma (d,) = the spread assumed
+    around a lone positive; half_range[n] = expected half-range of
     n standard normal samples. The box absorbs positives in order of L-inf
     distance from the seed (its bounding box grows with each) and keeps the
     prefix with the lowest weighted Gini of inside/outside; it stops looking
@@ -215,7 +217,8 @@ def grow_box(X, y, w, seed, dims, params, half_range, lo, hi):
             best_hi[:] = cur_hi
             best_q = q
             best_pos = absorbed
-    final_lo, final_hi = _add_margin(X, y, w, dims, best_lo, best_hi, best_pos, params, half_range)
+    final_lo, final_hi = _add_margin(X, y, w, dims, best_lo, best_hi, best_pos, params,
+                                     half_range, prior_sigma)
     for t in range(k):
         lo[t] = final_lo[t]
         hi[t] = final_hi[t]
@@ -223,11 +226,11 @@ def grow_box(X, y, w, seed, dims, params, half_range, lo, hi):
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def grow_boxes(X, y, w, seed, subsets, sizes, params, half_range, lo, hi, scores):
+def grow_boxes(X, y, w, seed, subsets, sizes, params, half_range, prior_sigma, lo, hi, scores):
     """``grow_box`` on every subset in parallel (subsets padded with -1)."""
     for s in prange(subsets.shape[0]):
         k = sizes[s]
-        scores[s] = grow_box(X, y, w, seed, subsets[s, :k], params, half_range,
+        scores[s] = grow_box(X, y, w, seed, subsets[s, :k], params, half_range, prior_sigma,
                              lo[s, :k], hi[s, :k])
 
 
@@ -264,6 +267,10 @@ class DecisionBranchesClassifier(ClassifierMixin, BaseEstimator):
         positives inside it (estimated from their extent and count); a side
         never ends closer than ``min_margin`` to its furthest positive.
     min_margin : int, default 2
+    prior_spread : float, default 0.1
+        A box around a single positive has no spread to learn from: it assumes
+        this fraction of the training data's standard deviation per dimension
+        (then ``margin`` of those), instead of hugging the one point.
     min_pts : int or "auto", default "auto"
         Look-ahead window: a box stops growing once this many training points
         (in order of distance from the seed) brought no improvement; "auto" is
@@ -294,13 +301,14 @@ class DecisionBranchesClassifier(ClassifierMixin, BaseEstimator):
     """
 
     def __init__(self, *, max_boxes=30, feature_subsets="paper", max_subsets_per_box=None,
-                 margin=2.5, min_margin=2, min_pts="auto", cap_weight=1.0,
+                 margin=2.5, min_margin=2, prior_spread=0.1, min_pts="auto", cap_weight=1.0,
                  class_weight=None, max_failures=5, random_state=None, n_jobs=None):
         self.max_boxes = max_boxes
         self.feature_subsets = feature_subsets
         self.max_subsets_per_box = max_subsets_per_box
         self.margin = margin
         self.min_margin = min_margin
+        self.prior_spread = prior_spread
         self.min_pts = min_pts
         self.cap_weight = cap_weight
         self.class_weight = class_weight
@@ -329,6 +337,8 @@ class DecisionBranchesClassifier(ClassifierMixin, BaseEstimator):
         n, d = X.shape
         if self.max_boxes < 1:
             raise ValueError(f"max_boxes: expected a positive integer, got {self.max_boxes}")
+        if self.prior_spread < 0:
+            raise ValueError(f"prior_spread: expected a non-negative number, got {self.prior_spread}")
         if self.margin < 0:
             raise ValueError(f"margin: expected a non-negative number, got {self.margin}")
         w = np.ones(n) if sample_weight is None else np.asarray(sample_weight, np.float64)
@@ -367,6 +377,8 @@ class DecisionBranchesClassifier(ClassifierMixin, BaseEstimator):
         min_pts = min(10, max(3, n_pos)) if self.min_pts == "auto" else int(self.min_pts)
         params = np.array([self.margin, self.min_margin, min_pts,
                            np.inf if self.cap_weight is None else float(self.cap_weight)])
+        # a lone positive's box: a fraction of the training data's spread
+        prior_sigma = self.prior_spread * X.std(axis=0).astype(np.float64)
         active = np.arange(X.shape[0])
         tried = np.zeros(X.shape[0], bool)  # seeds whose best box was impure
         boxes, scores = [], []
@@ -385,7 +397,7 @@ class DecisionBranchesClassifier(ClassifierMixin, BaseEstimator):
             hi = np.zeros((pick.size, kmax), np.uint8)
             sc = np.zeros(pick.size)
             grow_boxes(Xa, ya, np.ascontiguousarray(w[active]), seed_local, table[pick],
-                       sizes[pick], params, _HALF_RANGE, lo, hi, sc)
+                       sizes[pick], params, _HALF_RANGE, prior_sigma, lo, hi, sc)
             # best Gini, ties to fewer dimensions, then to the earlier subset
             best = int(np.lexsort((np.arange(pick.size), sizes[pick], np.round(np.minimum(sc, 2.0), 12)))[0])
             k = int(sizes[pick[best]])
