@@ -15,14 +15,16 @@ For every data set and compressor it prints, on the same embeddings:
 - refined-search F1: the simulated user of ``clipbranches_widget.evaluation``
   (issue 7's harness: labels the shown page, refines through ``Session``,
   repeats), decision branches on each compressor's codes, mean over classes
-  at the last round, next to k-NN of the query (k = class size).
+  x seeds after the first refine ("F1 r1") and the last ("F1 end"; labelled
+  positives count, so later rounds converge towards the clicks), next to
+  k-NN of the query with k = the class size.
 
 Data: sklearn digits (64-d), CIFAR-10 test images as HOG + colour features
 (1,892-d; no pretrained CLIP weights can be downloaded here), and a
 synthetic CLIP-like 512-d set (unit vectors in a cone, clusters in a
 rank-128 subspace; concepts of 3 unrelated modes among distractor clusters).
 
-    nice -n 10 .venv/bin/python benchmarks/compress.py            # < 10 min here
+    nice -n 10 .venv/bin/python benchmarks/compress.py --scale 100000   # < 10 min here
     nice -n 10 .venv/bin/python benchmarks/compress.py --quick    # digits only, ~1 min
 """
 
@@ -171,17 +173,19 @@ def compressors(X, learned_params):
 
 
 def refined_f1(data, comp, *, rounds, seeds):
-    """Mean F1 of the complete refined set at the last round, over classes x seeds."""
+    """Mean F1 of the complete refined set after the first and the last round,
+    over classes x seeds, and k-NN's F1 with k = the class size."""
     X = data.X
     cat = Catalogue(comp.transform(X), compressor=comp, embeddings=X)
     learners = [ev.Learner("branches")]
-    f1, knn = [], []
+    first, last, knn = [], [], []
     for cls in range(len(data.class_names)):
         for seed in seeds:
             rows = ev.simulate(data, cat, cls, seed, learners=learners, rounds=rounds)
-            f1.append(rows[-1]["f1"])
+            first.append(rows[0]["f1"])
+            last.append(rows[-1]["f1"])
             knn.append(rows[-1]["knn_class_f1"])
-    return float(np.mean(f1)), float(np.mean(knn))
+    return float(np.mean(first)), float(np.mean(last)), float(np.mean(knn))
 
 
 def main(argv=None):
@@ -191,7 +195,7 @@ def main(argv=None):
         "CLIPBRANCHES_CIFAR10", str(ROOT.parent / "shared" / "data" / "cifar10-test")))
     ap.add_argument("--cache", default=str(ROOT / ".cache" / "quality"))
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--seeds", type=int, default=1)
+    ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--max-epochs", type=int, default=30)
     ap.add_argument("--no-f1", action="store_true")
     ap.add_argument("--scale", type=int, default=0,
@@ -202,7 +206,7 @@ def main(argv=None):
     faiss.omp_set_num_threads(1)
     learned_params = {"max_epochs": args.max_epochs, "progress": False}
     header = (f"{'data':<14} {'codes':<28} {'fit s':>6} {'f@10':>6} {'R@10':>6} {'R@100':>6} "
-              f"{'values':>7} {'min':>4} {'bits':>5} {'F1':>6} {'kNN F1':>7}")
+              f"{'values':>7} {'min':>4} {'bits':>5} {'F1 r1':>6} {'F1 end':>6} {'kNN F1':>7}")
     print(header)
     print("-" * len(header))
     for data in datasets(args.quick, args.cifar_root, args.cache):
@@ -212,11 +216,13 @@ def main(argv=None):
             r = recall(X, comp.dequantize(codes))
             rf = recall(X, comp.project(X), ks=(10,))
             mean_v, min_v, bits = usage(codes)
-            f1 = knn = float("nan")
+            f1_first = f1 = knn = float("nan")
             if ev is not None and not args.no_f1:
-                f1, knn = refined_f1(data, comp, rounds=args.rounds, seeds=range(args.seeds))
+                f1_first, f1, knn = refined_f1(data, comp, rounds=args.rounds,
+                                               seeds=range(args.seeds))
             print(f"{name:<14} {cname:<28} {fit_s:6.1f} {rf[10]:6.3f} {r[10]:6.3f} {r[100]:6.3f} "
-                  f"{mean_v:7.1f} {min_v:4d} {bits:5.2f} {f1:6.3f} {knn:7.3f}", flush=True)
+                  f"{mean_v:7.1f} {min_v:4d} {bits:5.2f} {f1_first:6.3f} {f1:6.3f} {knn:7.3f}",
+                  flush=True)
         if isinstance(comp, LearnedCompressor):
             best = min(comp.history_, key=lambda h: h["val"])
             print(f"{'':<14} (learned head: {len(comp.history_) - 1} epochs, best epoch "
