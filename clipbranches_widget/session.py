@@ -252,7 +252,9 @@ class Session:
         pos = [i for i, v in self._labels.items() if v > 0]
         z = [comp.dequantize(self.catalogue.codes[pos]).mean(axis=0)] if pos else []
         if self.query_vector is not None:
-            z.append(comp.project(self.query_vector[None, :])[0])
+            # a text query goes through the compressor's text head, when it has one
+            text = isinstance(self.query, str) and hasattr(comp, "project_text")
+            z.append((comp.project_text if text else comp.project)(self.query_vector[None, :])[0])
         return np.mean(z, axis=0)
 
     def page(self, number: int = 0) -> Results:

@@ -282,3 +282,27 @@ def test_package_import_and_learned_inference_do_not_import_torch(fitted, data, 
             f"assert (c.transform(X) == np.load({str(tmp_path / 'codes.npy')!r})).all(); "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_session_ranks_a_text_query_through_the_text_head(tmp_path):
+    """With a caption-trained text head, Session's reference point for a text
+    query is the text head's output; for example ids it is the image head's."""
+    from clipbranches_widget.engine.embed import ClipEmbedder, register_tiny_model
+
+    embedder = ClipEmbedder(register_tiny_model(), None, batch_size=8, num_workers=1)
+    t = embedder.embed_text(["a photo of a bus"])
+    rng = np.random.default_rng(0)
+    X = (t + 0.5 * rng.standard_normal((120, t.shape[1]))).astype(np.float32)
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    rows = np.arange(60)
+    T = X[rows] + 0.3 * rng.standard_normal((60, X.shape[1])).astype(np.float32)
+    head = LearnedCompressor(**SMALL).fit(X, captions=(rows, T))
+    cat = Catalogue.from_embeddings(X, compressor=head, embedder=embedder)
+    s = Session(cat, k=10, n_background=20)
+    s.search("a photo of a bus")
+    np.testing.assert_allclose(s._reference(), head.project_text(s.query_vector[None])[0],
+                               rtol=1e-6)
+    assert not np.allclose(head.project_text(s.query_vector[None]),
+                           head.project(s.query_vector[None]))
+    s.search(np.array([3, 4]))
+    np.testing.assert_allclose(s._reference(), head.project(s.query_vector[None])[0], rtol=1e-6)
