@@ -68,7 +68,8 @@ def clip_like_set(*, n_concepts=10, modes=3, per_mode=300, n_other=11_000, other
     centres = rng.standard_normal((n_c, rank))
     centres /= np.linalg.norm(centres, axis=1, keepdims=True)
     sizes = [per_mode] * (n_concepts * modes)
-    sizes += np.bincount(rng.integers(0, other_clusters, n_other), minlength=other_clusters).tolist()
+    sizes += np.bincount(rng.integers(0, other_clusters, n_other),
+                         minlength=other_clusters).tolist()
     cluster = np.repeat(np.arange(n_c), sizes)
     z = centres[cluster] + spread * rng.standard_normal((cluster.size, rank)) / np.sqrt(rank)
     X = z @ basis + 0.05 * rng.standard_normal((cluster.size, d)) / np.sqrt(d)
