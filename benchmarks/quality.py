@@ -29,7 +29,16 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
+# every fit is single-threaded (parallelism is across worker processes), and
+# BLAS thread counts must be fixed before numpy loads: PCA fits then give the
+# same bits on every run. Only as the command: a test process importing this
+# file must not pass these limits on to its own subprocesses.
+if __name__ == "__main__":
+    for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                 "NUMBA_NUM_THREADS"):
+        os.environ.setdefault(_var, "1")
+
+import numpy as np  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # runnable from a plain checkout too
@@ -204,9 +213,6 @@ def write_markdown(path: Path, body: str) -> None:
 def main(argv=None) -> int:
     args = parse(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    # every fit is single-threaded; parallelism is across worker processes
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
-        os.environ.setdefault(var, "1")
     t0 = time.perf_counter()
     sets = load_sets(args)
     if args.quick:
