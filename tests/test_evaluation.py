@@ -248,3 +248,16 @@ def test_quality_command_codes_and_learners(tmp_path):
     assert "after the last round (global codes)" in text
     with pytest.raises(SystemExit, match="unknown"):
         quality.main(["--quick", "--out", str(tmp_path), "--learners", "nope"])
+
+
+def test_quality_command_on_a_user_file(tmp_path):
+    """--data: the same tables from the user's own embeddings and labels."""
+    data = blobs(n_per=(120, 200))
+    np.savez(tmp_path / "mine.npz", embeddings=data.X, labels=np.array(["x", "y"])[data.y])
+    quality = _quality_module()
+    assert quality.main(["--quick", "--jobs", "1", "--out", str(tmp_path / "out"),
+                         "--data", str(tmp_path / "mine.npz"), "--codes", "pca"]) == 0
+    df = pd.read_csv(tmp_path / "out" / "docs" / "quality-results.csv.gz")
+    assert set(df["dataset"]) == {"mine"} and set(df["class"]) == {"x", "y"}
+    assert (df["knn_class_f1"] == 1.0).all()  # separable blobs: k-NN at the class size is exact
+    assert "**mine**" in (tmp_path / "out" / "EVALUATION.md").read_text()
