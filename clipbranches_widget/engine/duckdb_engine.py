@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .parquet import path_list
 from .scan import ScanResult
 from .sql import boxes_to_sql, quote_identifier
 
@@ -52,17 +53,10 @@ def duckdb_connect(database: str = ":memory:", *, threads: int | None = None,
 
 
 def _sources(source) -> list[str]:
-    if isinstance(source, (str, Path)):
-        items = [source]
-    elif isinstance(source, (list, tuple)):
-        items = list(source)
-    else:
-        items = []
-    if not items or not all(isinstance(s, (str, Path)) for s in items):
-        raise TypeError(f"source: expected a Parquet path, glob or list of paths, "
-                        f"a pyarrow Table or a pandas DataFrame, got {type(source).__name__}")
+    items = path_list(source, "a Parquet path, glob or list of paths, a pyarrow Table "
+                              "or a pandas DataFrame")
     out = []
-    for s in map(str, items):
+    for s in items:
         if not any(ch in s for ch in "*?[") and not Path(s).exists():
             raise FileNotFoundError(f"source: no Parquet file or directory at {s}")
         if Path(s).is_dir():

@@ -146,3 +146,16 @@ def read_parquet_codes(path):
     uris = (table.column("uri").to_numpy(zero_copy_only=False)
             if "uri" in table.column_names else None)
     return table.column("id").to_numpy().astype(np.int64), codes, uris
+
+
+def path_list(source, expected: str) -> list[str]:
+    """``source`` (a path or a list/tuple of paths) as a list of strings, or raise.
+
+    ``expected`` completes the error message ("source: expected ...") so
+    each engine names the other inputs it accepts.
+    """
+    items = ([source] if isinstance(source, (str, Path))
+             else list(source) if isinstance(source, (list, tuple)) else [])
+    if not items or not all(isinstance(s, (str, Path)) for s in items):
+        raise TypeError(f"source: expected {expected}, got {type(source).__name__}")
+    return [str(s) for s in items]

@@ -10,7 +10,6 @@ two lookups. This is the baseline every index must beat.
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 from numba import njit, prange
 

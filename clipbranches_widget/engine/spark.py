@@ -16,10 +16,10 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from pathlib import Path
 
 import numpy as np
 
+from .parquet import path_list
 from .scan import ScanResult
 from .sql import boxes_to_sql
 
@@ -107,16 +107,7 @@ def spark_votes(boxes, columns=None):
 def _frame(spark, source):
     if hasattr(source, "sparkSession") and hasattr(source, "where"):
         return source  # already a Spark DataFrame
-    if isinstance(source, (str, Path)):
-        items = [source]
-    elif isinstance(source, (list, tuple)):
-        items = list(source)
-    else:
-        items = []
-    if not items or not all(isinstance(s, (str, Path)) for s in items):
-        raise TypeError(f"source: expected a Spark DataFrame or Parquet path(s), "
-                        f"got {type(source).__name__}")
-    return spark.read.parquet(*map(str, items))
+    return spark.read.parquet(*path_list(source, "a Spark DataFrame or Parquet path(s)"))
 
 
 def _collect(df, id_column):
