@@ -32,11 +32,11 @@ CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "hors
 
 
 def cifar_dir() -> pathlib.Path:
-    d = pathlib.Path(os.environ.get("CLIPBRANCHES_CIFAR",
-                                    ROOT.parent / "shared" / "data" / "cifar10-test"))
+    data = pathlib.Path(os.environ.get("CLIPBRANCHES_DATA", ROOT.parent / "shared" / "data"))
+    d = pathlib.Path(os.environ.get("CLIPBRANCHES_CIFAR", data / "cifar10-test"))
     if not (d / "cat").is_dir():
         pytest.fail(f"the CIFAR-10 test images are missing: expected <class>/NNNN.jpg under {d} "
-                    "(set CLIPBRANCHES_CIFAR to their folder)")
+                    "(set CLIPBRANCHES_DATA to the folder holding cifar10-test/)")
     return d
 
 
