@@ -13,12 +13,12 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 
 from . import quantize as q8
-from .validation import check_codes, check_embeddings
+from .validation import check_embeddings
 
 __all__ = ["Compressor", "compressor_from_dict", "is_fitted", "make_compressor"]
 
 
-class Compressor(TransformerMixin, BaseEstimator):
+class Compressor(q8.CodesMixin, TransformerMixin, BaseEstimator):
     """PCA to ``n_components`` dims + per-dimension 8-bit quantisation.
 
     Parameters
@@ -91,16 +91,6 @@ class Compressor(TransformerMixin, BaseEstimator):
 
     def quantize(self, z) -> np.ndarray:
         return q8.quantize(z, self.low_, self.scale_)
-
-    def dequantize(self, codes) -> np.ndarray:
-        """(n, n_components) float32 PCA coordinates of codes (bin centres)."""
-        self._check_fitted()
-        codes = check_codes(codes, n_features=len(self.low_), allow_empty=True)
-        return q8.dequantize(codes, self.low_, self.scale_)
-
-    def transform(self, X) -> np.ndarray:
-        """(n, n_components) uint8 codes."""
-        return self.quantize(self.project(X))
 
     def inverse_transform(self, codes) -> np.ndarray:
         """Approximate embeddings back from codes."""

@@ -50,7 +50,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 
 from . import quantize as q8
-from .validation import check_codes, check_embeddings, describe
+from .validation import check_embeddings, describe
 
 __all__ = ["LearnedCompressor"]
 
@@ -59,7 +59,7 @@ log = logging.getLogger(__name__)
 QUANTIZATIONS = ("per_dimension", "global")
 
 
-class LearnedCompressor(TransformerMixin, BaseEstimator):
+class LearnedCompressor(q8.CodesMixin, TransformerMixin, BaseEstimator):
     """Learned MLP head d -> 32 (L2-normalised) + 8-bit quantisation.
 
     Same interface as ``Compressor`` (fit, project, quantize, dequantize,
@@ -268,16 +268,6 @@ class LearnedCompressor(TransformerMixin, BaseEstimator):
         if self.quantization == "global":
             return q8.quantize_global(z)
         return q8.quantize(z, self.low_, self.scale_)
-
-    def dequantize(self, codes) -> np.ndarray:
-        """(n, n_components) float32 head outputs of codes (bin centres)."""
-        self._check_fitted()
-        codes = check_codes(codes, n_features=len(self.low_), allow_empty=True)
-        return q8.dequantize(codes, self.low_, self.scale_)
-
-    def transform(self, X) -> np.ndarray:
-        """(n, n_components) uint8 codes of image embeddings."""
-        return self.quantize(self.project(X))
 
     def transform_text(self, T) -> np.ndarray:
         """(n, n_components) uint8 codes of text embeddings."""

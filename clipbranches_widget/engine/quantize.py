@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .validation import check_codes
+
 __all__ = ["GLOBAL_LOW", "GLOBAL_SCALE", "fit_per_dimension", "global_range", "quantize",
            "quantize_global", "dequantize"]
 
@@ -64,3 +66,18 @@ def quantize_global(z) -> np.ndarray:
 def dequantize(codes, low, scale) -> np.ndarray:
     """Bin centres of uint8 ``codes`` as float32."""
     return codes.astype(np.float32) / scale + low
+
+
+class CodesMixin:
+    """``dequantize`` and ``transform`` of a compressor that has ``project``,
+    ``quantize``, ``_check_fitted`` and the fitted ``low_``/``scale_``."""
+
+    def dequantize(self, codes) -> np.ndarray:
+        """(n, n_components) float32 coordinates of codes before quantisation (bin centres)."""
+        self._check_fitted()
+        codes = check_codes(codes, n_features=len(self.low_), allow_empty=True)
+        return dequantize(codes, self.low_, self.scale_)
+
+    def transform(self, X) -> np.ndarray:
+        """(n, n_components) uint8 codes of embeddings."""
+        return self.quantize(self.project(X))
