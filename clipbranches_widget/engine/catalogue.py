@@ -204,29 +204,11 @@ class Catalogue:
 
     def save(self, path, *, overwrite: bool = False, block_rows: int = 1 << 20) -> "Catalogue":
         """Write this catalogue to a directory (atomically) and return it opened from there."""
-        from .build import _commit
-
         path = Path(path)
         if path.exists() and not overwrite and (any(path.iterdir()) if path.is_dir() else True):
             raise FileExistsError(f"path: {str(path)!r} exists; pass overwrite=True to replace "
                                   "a catalogue there")
-        tmp = path.parent / f".{path.name}.saving"
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        writer = storage.CatalogueWriter(tmp, code_dims=self.codes.shape[1],
-                                         n_features=self.n_features,
-                                         embeddings=self.embeddings is not None,
-                                         uris=self.uris is not None)
-        n = len(self)
-        for lo in range(0, n, block_rows):
-            hi = min(n, lo + block_rows)
-            writer.add(self.codes[lo:hi],
-                       None if self.embeddings is None else self.embeddings[lo:hi],
-                       None if self.uris is None else self.uris[lo:hi])
-        if self.path is not None:
-            writer.add_failed((f["uri"], f["reason"]) for f in self.failed)
-        writer.finish(compressor=self.compressor.to_dict(), embedder=self.embedder_spec)
-        _commit(tmp, path, overwrite=overwrite)
+        _write_rows([self], path, "saving", overwrite=overwrite, block_rows=block_rows)
         return type(self).open(path, embedder=self._embedder)
 
     @property
@@ -408,8 +390,6 @@ class Catalogue:
         of ``parts``. The parts must agree on compressor, model and parts kept
         (embeddings, URIs).
         """
-        from .build import _commit
-
         cats = [p if isinstance(p, Catalogue) else cls.open(p) for p in parts]
         if not cats:
             raise ValueError("parts: expected at least one catalogue, got none")
@@ -427,21 +407,7 @@ class Catalogue:
         out = Path(out)
         if out.exists() and not overwrite:
             raise FileExistsError(f"out: {str(out)!r} exists; pass overwrite=True to replace it")
-        tmp = out.parent / f".{out.name}.merging"
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        writer = storage.CatalogueWriter(tmp, code_dims=first.codes.shape[1],
-                                         n_features=first.n_features,
-                                         embeddings=first.embeddings is not None,
-                                         uris=first.uris is not None)
-        for c in cats:
-            for lo in range(0, len(c), block_rows):
-                hi = min(len(c), lo + block_rows)
-                writer.add(c.codes[lo:hi], None if c.embeddings is None else c.embeddings[lo:hi],
-                           None if c.uris is None else c.uris[lo:hi])
-            writer.add_failed((f["uri"], f["reason"]) for f in c.failed)
-        writer.finish(compressor=first.compressor.to_dict(), embedder=first.embedder_spec)
-        _commit(tmp, out, overwrite=overwrite)
+        _write_rows(cats, out, "merging", overwrite=overwrite, block_rows=block_rows)
         return cls.open(out, embedder=first._embedder)
 
     @classmethod
@@ -473,6 +439,29 @@ class Catalogue:
             cat.embedder_spec = {"model": model, "pretrained": pretrained, "seed": 0}
         cat.metadata = meta
         return cat
+
+
+def _write_rows(cats, path: Path, purpose: str, *, overwrite: bool, block_rows: int) -> None:
+    """Write the rows of ``cats`` (same layout and compressor), in order, as one
+    catalogue at ``path``: in a hidden sibling first, committed by a rename."""
+    from .build import _commit
+
+    first = cats[0]
+    tmp = path.parent / f".{path.name}.{purpose}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    writer = storage.CatalogueWriter(tmp, code_dims=first.codes.shape[1],
+                                     n_features=first.n_features,
+                                     embeddings=first.embeddings is not None,
+                                     uris=first.uris is not None)
+    for c in cats:
+        for lo in range(0, len(c), block_rows):
+            hi = min(len(c), lo + block_rows)
+            writer.add(c.codes[lo:hi], None if c.embeddings is None else c.embeddings[lo:hi],
+                       None if c.uris is None else c.uris[lo:hi])
+        writer.add_failed((f["uri"], f["reason"]) for f in c.failed)
+    writer.finish(compressor=first.compressor.to_dict(), embedder=first.embedder_spec)
+    _commit(tmp, path, overwrite=overwrite)
 
 
 def compressor_from_dict(data: dict):
