@@ -1,6 +1,7 @@
 """Embedding throughput (decode vs model) and catalogue open time.
 
-    nice -n 10 .venv/bin/python benchmarks/catalogue_build_open.py [--vit-images 128] [--sizes 1e6 1e7]
+    nice -n 10 .venv/bin/python benchmarks/catalogue_build_open.py \
+        [--vit-images 128] [--sizes 1e6 1e7]
 
 1. Images/s on the CIFAR-10 test JPEGs for the tiny config and ViT-B-32
    (random weights: speed only), split into decoding+preprocessing (worker
@@ -52,17 +53,19 @@ def embedding_speed(model, paths, batch_size, threads):
     decode_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     for s in range(0, n, batch_size):
-        emb.embed_pixels(torch.stack(pixels[s:s + batch_size]))
+        emb.embed_pixels(torch.stack(pixels[s : s + batch_size]))
     model_s = time.perf_counter() - t0
     out = Path(tempfile.mkdtemp(prefix="cb-bench-")) / "cat"
     t0 = time.perf_counter()
     Catalogue.build(paths, out=out, embedder=emb, batch_size=batch_size, progress=False)
     build_s = time.perf_counter() - t0
     shutil.rmtree(out.parent)
-    print(f"{model:<18} n={n:>5} bs={batch_size:<4} torch threads={torch.get_num_threads()}  "
-          f"decode+preprocess {n / decode_s:8.0f} img/s ({workers} threads) | "
-          f"model {n / model_s:8.1f} img/s | build end to end {n / build_s:8.1f} img/s  "
-          f"(decode share of serial time {decode_s / (decode_s + model_s):.0%})")
+    print(
+        f"{model:<18} n={n:>5} bs={batch_size:<4} torch threads={torch.get_num_threads()}  "
+        f"decode+preprocess {n / decode_s:8.0f} img/s ({workers} threads) | "
+        f"model {n / model_s:8.1f} img/s | build end to end {n / build_s:8.1f} img/s  "
+        f"(decode share of serial time {decode_s / (decode_s + model_s):.0%})"
+    )
 
 
 def synthetic(n, d, rng):
@@ -112,10 +115,12 @@ def open_time(n, keep_embeddings, tmp):
     uris = pq.read_table(tmp / "uris.parquet").column("uri").to_numpy()
     eager_s = time.perf_counter() - t0
     size = sum(f.stat().st_size for f in path.iterdir()) / 2**20
-    print(f"n={n:>10,} embeddings={'f16 x512' if keep_embeddings else 'no':<8} size {size:8.0f} MiB "
-          f"| save {save_s:6.1f} s | open: ours (memmap) median {np.median(times) * 1e3:7.1f} ms "
-          f"(max {max(times) * 1e3:.1f}) vs eager read {eager_s * 1e3:8.0f} ms | "
-          f"1000 random uri(i) {uri_ms:.1f} ms")
+    print(
+        f"n={n:>10,} embeddings={'f16 x512' if keep_embeddings else 'no':<8} size {size:8.0f} MiB "
+        f"| save {save_s:6.1f} s | open: ours (memmap) median {np.median(times) * 1e3:7.1f} ms "
+        f"(max {max(times) * 1e3:.1f}) vs eager read {eager_s * 1e3:8.0f} ms | "
+        f"1000 random uri(i) {uri_ms:.1f} ms"
+    )
     del codes, emb, uris, opened
     shutil.rmtree(path)
 

@@ -53,8 +53,19 @@ except ImportError:  # pragma: no cover - harness not installed
     ev = None
 
 
-def clip_like_set(*, n_concepts=10, modes=3, per_mode=300, n_other=11_000, other_clusters=300,
-                  d=512, rank=128, spread=0.45, cone=1.5, random_state=0):
+def clip_like_set(
+    *,
+    n_concepts=10,
+    modes=3,
+    per_mode=300,
+    n_other=11_000,
+    other_clusters=300,
+    d=512,
+    rank=128,
+    spread=0.45,
+    cone=1.5,
+    random_state=0,
+):
     """(X, y): CLIP-like unit vectors; y = concept (0..n_concepts-1) or -1.
 
     Cluster centres are random directions in a rank-``rank`` subspace; every
@@ -68,8 +79,9 @@ def clip_like_set(*, n_concepts=10, modes=3, per_mode=300, n_other=11_000, other
     centres = rng.standard_normal((n_c, rank))
     centres /= np.linalg.norm(centres, axis=1, keepdims=True)
     sizes = [per_mode] * (n_concepts * modes)
-    sizes += np.bincount(rng.integers(0, other_clusters, n_other),
-                         minlength=other_clusters).tolist()
+    sizes += np.bincount(
+        rng.integers(0, other_clusters, n_other), minlength=other_clusters
+    ).tolist()
     cluster = np.repeat(np.arange(n_c), sizes)
     z = centres[cluster] + spread * rng.standard_normal((cluster.size, rank)) / np.sqrt(rank)
     X = z @ basis + 0.05 * rng.standard_normal((cluster.size, d)) / np.sqrt(d)
@@ -157,11 +169,17 @@ def compressors(X, learned_params):
     out.append(("pca + per-dim (default)", pca, time.perf_counter() - t0))
     if ev is not None:
         t0 = time.perf_counter()
-        out.append(("pca + global 127.5x+128", ev.GlobalQuantizer().fit(X),
-                    time.perf_counter() - t0))
+        out.append(
+            ("pca + global 127.5x+128", ev.GlobalQuantizer().fit(X), time.perf_counter() - t0)
+        )
     t0 = time.perf_counter()  # the learned head's starting point, untrained
-    out.append(("pca + L2 + per-dim", LearnedCompressor(**{**learned_params, "max_epochs": 0})
-                .fit(X), time.perf_counter() - t0))
+    out.append(
+        (
+            "pca + L2 + per-dim",
+            LearnedCompressor(**{**learned_params, "max_epochs": 0}).fit(X),
+            time.perf_counter() - t0,
+        )
+    )
     t0 = time.perf_counter()
     learned = LearnedCompressor(**learned_params).fit(X)
     t_learned = time.perf_counter() - t0
@@ -192,22 +210,32 @@ def refined_f1(data, comp, *, rounds, seeds):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="digits only")
-    ap.add_argument("--cifar-root", default=os.environ.get(
-        "CLIPBRANCHES_CIFAR10", str(ROOT.parent / "shared" / "data" / "cifar10-test")))
+    ap.add_argument(
+        "--cifar-root",
+        default=os.environ.get(
+            "CLIPBRANCHES_CIFAR10", str(ROOT.parent / "shared" / "data" / "cifar10-test")
+        ),
+    )
     ap.add_argument("--cache", default=str(ROOT / ".cache" / "quality"))
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--max-epochs", type=int, default=30)
     ap.add_argument("--no-f1", action="store_true")
-    ap.add_argument("--scale", type=int, default=0,
-                    help="also time fitting the learned head on this many 512-d embeddings")
+    ap.add_argument(
+        "--scale",
+        type=int,
+        default=0,
+        help="also time fitting the learned head on this many 512-d embeddings",
+    )
     args = ap.parse_args(argv)
     import faiss
 
     faiss.omp_set_num_threads(1)
     learned_params = {"max_epochs": args.max_epochs, "progress": False}
-    header = (f"{'data':<14} {'codes':<28} {'fit s':>6} {'f@10':>6} {'R@10':>6} {'R@100':>6} "
-              f"{'values':>7} {'min':>4} {'bits':>5} {'F1 r1':>6} {'F1 end':>6} {'kNN F1':>7}")
+    header = (
+        f"{'data':<14} {'codes':<28} {'fit s':>6} {'f@10':>6} {'R@10':>6} {'R@100':>6} "
+        f"{'values':>7} {'min':>4} {'bits':>5} {'F1 r1':>6} {'F1 end':>6} {'kNN F1':>7}"
+    )
     print(header)
     print("-" * len(header))
     for data in datasets(args.quick, args.cifar_root, args.cache):
@@ -219,16 +247,22 @@ def main(argv=None):
             mean_v, min_v, bits = usage(codes)
             f1_first = f1 = knn = float("nan")
             if ev is not None and not args.no_f1:
-                f1_first, f1, knn = refined_f1(data, comp, rounds=args.rounds,
-                                               seeds=range(args.seeds))
-            print(f"{name:<14} {cname:<28} {fit_s:6.1f} {rf[10]:6.3f} {r[10]:6.3f} {r[100]:6.3f} "
-                  f"{mean_v:7.1f} {min_v:4d} {bits:5.2f} {f1_first:6.3f} {f1:6.3f} {knn:7.3f}",
-                  flush=True)
+                f1_first, f1, knn = refined_f1(
+                    data, comp, rounds=args.rounds, seeds=range(args.seeds)
+                )
+            print(
+                f"{name:<14} {cname:<28} {fit_s:6.1f} {rf[10]:6.3f} {r[10]:6.3f} {r[100]:6.3f} "
+                f"{mean_v:7.1f} {min_v:4d} {bits:5.2f} {f1_first:6.3f} {f1:6.3f} {knn:7.3f}",
+                flush=True,
+            )
         if isinstance(comp, LearnedCompressor):
             best = min(comp.history_, key=lambda h: h["val"])
-            print(f"{'':<14} (learned head: {len(comp.history_) - 1} epochs, best epoch "
-                  f"{best['epoch']} (-1 = the PCA start), held-out loss {best['val']:.4f} from "
-                  f"{comp.history_[0]['val']:.4f})", flush=True)
+            print(
+                f"{'':<14} (learned head: {len(comp.history_) - 1} epochs, best epoch "
+                f"{best['epoch']} (-1 = the PCA start), held-out loss {best['val']:.4f} from "
+                f"{comp.history_[0]['val']:.4f})",
+                flush=True,
+            )
     if args.scale:
         X, _ = clip_like_set(n_other=args.scale - 9000, other_clusters=2000)
         t0 = time.perf_counter()
@@ -236,8 +270,10 @@ def main(argv=None):
         t_fit = time.perf_counter() - t0
         t0 = time.perf_counter()
         head.transform(X)
-        print(f"learned head on {len(X):,} x {X.shape[1]}: fit {t_fit:.0f} s "
-              f"({len(head.history_) - 1} epochs), transform {time.perf_counter() - t0:.1f} s")
+        print(
+            f"learned head on {len(X):,} x {X.shape[1]}: fit {t_fit:.0f} s "
+            f"({len(head.history_) - 1} epochs), transform {time.perf_counter() - t0:.1f} s"
+        )
     if ev is None:
         print("(clipbranches_widget.evaluation not available: no F1, no PCA + global row)")
 

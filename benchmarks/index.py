@@ -51,8 +51,9 @@ def make_codes(n, path=None, seed=0, chunk=1 << 22):
     rng = np.random.default_rng(seed)
     centres = rng.uniform(40, 215, size=(N_CLUSTERS, D)).astype(np.float32)
     p = cluster_weights()
-    reuse = (path is not None and Path(path).exists()
-             and np.load(path, mmap_mode="r").shape == (n, D))
+    reuse = (
+        path is not None and Path(path).exists() and np.load(path, mmap_mode="r").shape == (n, D)
+    )
     if reuse:
         codes = np.load(path, mmap_mode="r")
     elif path is not None:
@@ -83,8 +84,9 @@ def fit_concept(codes, cluster, members, seed):
     members_ids = np.flatnonzero(inside)
     pos = rng.choice(members_ids, min(30, members_ids.shape[0]), replace=False)
     # user negatives: items near the concept but outside it (what a user rejects)
-    out_ids = rng.choice(np.flatnonzero(~inside), 200_000 if len(cluster) > 400_000 else 20_000,
-                         replace=False)
+    out_ids = rng.choice(
+        np.flatnonzero(~inside), 200_000 if len(cluster) > 400_000 else 20_000, replace=False
+    )
     centre = codes[pos].astype(np.float32).mean(axis=0)
     dist = ((codes[out_ids].astype(np.float32) - centre) ** 2).sum(axis=1)
     neg = out_ids[np.argsort(dist)[:30]]
@@ -118,7 +120,7 @@ def numpy_votes(codes, boxes, chunk=1 << 21):
     """The plain-numpy baseline: Boxes.votes chunk by chunk (bounded memory)."""
     ids, votes = [], []
     for s in range(0, codes.shape[0], chunk):
-        v = boxes.votes(np.asarray(codes[s:s + chunk]))
+        v = boxes.votes(np.asarray(codes[s : s + chunk]))
         nz = np.flatnonzero(v)
         ids.append(nz + s)
         votes.append(v[nz])
@@ -151,7 +153,7 @@ def first_page(codes, res, centre, page=50):
         if tier.shape[0] > page:
             tier = tier[np.argpartition(-score[tier], page - 1)[:page]]
         tier = tier[np.lexsort((ids[tier], -score[tier]))]
-        out.extend(tier[:page - len(out)].tolist())
+        out.extend(tier[: page - len(out)].tolist())
         top -= 1
     return ids[np.asarray(out, np.int64)]
 
@@ -166,8 +168,10 @@ def run_size(n, args):
     if on_disk:  # reopen read-only, as a catalogue would
         del codes
         codes = np.load(data_dir / f"codes_{n}.npy", mmap_mode="r")
-    print(f"generated in {time.perf_counter() - t0:.1f} s ({'memmap' if on_disk else 'RAM'})",
-          flush=True)
+    print(
+        f"generated in {time.perf_counter() - t0:.1f} s ({'memmap' if on_disk else 'RAM'})",
+        flush=True,
+    )
 
     models = {}
     for k, (name, members) in enumerate(CONCEPTS.items()):
@@ -183,28 +187,41 @@ def run_size(n, args):
         # index only the subsets of the concept models: the wide model, which
         # the cost model sends to the scan anyway, then falls back to the scan
         used = {dd for name, (b, *_) in models.items() if name != "wide" for dd in b.dims}
-        extra = [s for s in subsets if s not in used][:max(0, args.partial_subsets - len(used))]
+        extra = [s for s in subsets if s not in used][: max(0, args.partial_subsets - len(used))]
         subsets = [s for s in subsets if s in used or s in extra]
     index_dir = data_dir / f"index_{n}"
     shutil.rmtree(index_dir, ignore_errors=True)
     t0 = time.perf_counter()
-    idx = BoxIndex.build(codes, index_dir if on_disk else None, subsets=subsets,
-                         block_size=args.block_size, progress=args.progress,
-                         memory_budget=int(args.memory_budget * 2**30))
+    idx = BoxIndex.build(
+        codes,
+        index_dir if on_disk else None,
+        subsets=subsets,
+        block_size=args.block_size,
+        progress=args.progress,
+        memory_budget=int(args.memory_budget * 2**30),
+    )
     build_s = time.perf_counter() - t0
     per_subset = build_s / len(subsets)
-    extrapolated = ("" if len(subsets) == 104 else
-                    f"; x104/{len(subsets)} -> {per_subset * 104 / (n / 1e6):.2f} s per million "
-                    "for all 104")
-    print(f"index build: {build_s:.1f} s for {len(subsets)} subsets "
-          f"({build_s / (n / 1e6):.2f} s per million items"
-          f"{extrapolated}); "
-          f"{idx.bytes_per_item:.1f} bytes/item = {idx.bytes_per_item / D:.1f}x the codes "
-          f"({idx.bytes_per_item / len(subsets):.2f} bytes/item/subset)", flush=True)
+    extrapolated = (
+        ""
+        if len(subsets) == 104
+        else f"; x104/{len(subsets)} -> {per_subset * 104 / (n / 1e6):.2f} s per million "
+        "for all 104"
+    )
+    print(
+        f"index build: {build_s:.1f} s for {len(subsets)} subsets "
+        f"({build_s / (n / 1e6):.2f} s per million items"
+        f"{extrapolated}); "
+        f"{idx.bytes_per_item:.1f} bytes/item = {idx.bytes_per_item / D:.1f}x the codes "
+        f"({idx.bytes_per_item / len(subsets):.2f} bytes/item/subset)",
+        flush=True,
+    )
 
-    hdr = (f"{'model':>6} {'boxes':>5} {'concept':>8} {'matches':>9} {'sel%':>7} {'touched%':>8} "
-           f"{'cells':>8} {'fit ms':>7} {'index ms':>9} {'scan ms':>8} {'numpy ms':>9} "
-           f"{'scan/idx':>8} {'auto':>6} {'auto ms':>8} {'round ms':>9}")
+    hdr = (
+        f"{'model':>6} {'boxes':>5} {'concept':>8} {'matches':>9} {'sel%':>7} {'touched%':>8} "
+        f"{'cells':>8} {'fit ms':>7} {'index ms':>9} {'scan ms':>8} {'numpy ms':>9} "
+        f"{'scan/idx':>8} {'auto':>6} {'auto ms':>8} {'round ms':>9}"
+    )
     print(hdr)
     rows = []
     for name, (boxes, fit_s, centre, frac) in models.items():
@@ -228,14 +245,16 @@ def run_size(n, args):
         info = est
         touched = info.get("fraction_touched", float("nan")) * 100
         round_ms = (fit_s + t_auto + t_page) * 1e3
-        row = (f"{name:>6} {boxes.n_boxes:>5} {frac * 100:>7.2f}% "
-               f"{len(r_scan):>9,} {len(r_scan) / n * 100:>6.2f}% {touched:>7.2f}% "
-               f"{info.get('cells_touched', -1):>8,} {fit_s * 1e3:>7.0f} {t_index * 1e3:>9.1f} "
-               f"{t_scan * 1e3:>8.1f} {t_np * 1e3:>9.0f} {t_scan / t_index:>8.2f} "
-               f"{r_auto.path:>6} {t_auto * 1e3:>8.1f} {round_ms:>9.0f}")
+        row = (
+            f"{name:>6} {boxes.n_boxes:>5} {frac * 100:>7.2f}% "
+            f"{len(r_scan):>9,} {len(r_scan) / n * 100:>6.2f}% {touched:>7.2f}% "
+            f"{info.get('cells_touched', -1):>8,} {fit_s * 1e3:>7.0f} {t_index * 1e3:>9.1f} "
+            f"{t_scan * 1e3:>8.1f} {t_np * 1e3:>9.0f} {t_scan / t_index:>8.2f} "
+            f"{r_auto.path:>6} {t_auto * 1e3:>8.1f} {round_ms:>9.0f}"
+        )
         print(row, flush=True)
         rows.append(row)
-    del idx
+    idx = None  # release the index memory before the next size
     gc.collect()
     if on_disk and not args.keep:
         shutil.rmtree(index_dir, ignore_errors=True)
@@ -247,14 +266,30 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--sizes", nargs="+", type=float, default=[1e6, 1e7])
     ap.add_argument("--data-dir", default="/tmp/clipbranches_bench")
-    ap.add_argument("--memmap-above", type=float, default=5e7,
-                    help="catalogues this large live in a memmap file (and the index on disk)")
-    ap.add_argument("--partial-above", type=float, default=5e7,
-                    help="from this size on, index only the subsets the models use")
-    ap.add_argument("--partial-subsets", type=int, default=5,
-                    help="at partial sizes, index this many subsets (the models' first)")
-    ap.add_argument("--memory-budget", type=float, default=2.0,
-                    help="GiB of RAM for the ids scattered in one build pass")
+    ap.add_argument(
+        "--memmap-above",
+        type=float,
+        default=5e7,
+        help="catalogues this large live in a memmap file (and the index on disk)",
+    )
+    ap.add_argument(
+        "--partial-above",
+        type=float,
+        default=5e7,
+        help="from this size on, index only the subsets the models use",
+    )
+    ap.add_argument(
+        "--partial-subsets",
+        type=int,
+        default=5,
+        help="at partial sizes, index this many subsets (the models' first)",
+    )
+    ap.add_argument(
+        "--memory-budget",
+        type=float,
+        default=2.0,
+        help="GiB of RAM for the ids scattered in one build pass",
+    )
     ap.add_argument("--numpy-max", type=float, default=2e7, help="largest n for plain numpy")
     ap.add_argument("--block-size", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=3)
@@ -262,6 +297,7 @@ def main():
     ap.add_argument("--keep", action="store_true", help="keep the generated files")
     args = ap.parse_args()
     import numba
+
     print(f"numba threads: {numba.get_num_threads()}, cpus: {os.cpu_count()}")
     # compile every kernel once, outside the timings
     warm, _ = make_codes(20_000)

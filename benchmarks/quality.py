@@ -34,8 +34,7 @@ from pathlib import Path
 # same bits on every run. Only as the command: a test process importing this
 # file must not pass these limits on to its own subprocesses.
 if __name__ == "__main__":
-    for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-                 "NUMBA_NUM_THREADS"):
+    for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
         os.environ.setdefault(_var, "1")
 
 import numpy as np  # noqa: E402
@@ -47,40 +46,75 @@ if str(ROOT) not in sys.path:  # runnable from a plain checkout too
 from clipbranches_widget import evaluation as ev  # noqa: E402
 
 BEGIN, END = "<!-- quality:begin -->", "<!-- quality:end -->"
-CODE_NAMES = {"pca": "per-dimension PCA quantisation (default)",
-              "global": "global `127.5x+128` (the reference's)",
-              "learned": "learned head (`LearnedCompressor`)"}
+CODE_NAMES = {
+    "pca": "per-dimension PCA quantisation (default)",
+    "global": "global `127.5x+128` (the reference's)",
+    "learned": "learned head (`LearnedCompressor`)",
+}
 LOG = logging.getLogger("quality")
 
 
 def parse(argv=None):
     a = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    a.add_argument("--datasets", nargs="*", default=None,
-                   help="built-in sets: digits cifar10 synthetic (default: all three, or none "
-                        "when --data is given)")
-    a.add_argument("--data", action="append", default=[],
-                   help="a user file: .npz (embeddings, labels[, class_names, queries]) or a "
-                        ".npy of embeddings with --labels")
-    a.add_argument("--labels", action="append", default=[],
-                   help="labels (.npy or .csv) for each .npy given with --data, in order")
+    a.add_argument(
+        "--datasets",
+        nargs="*",
+        default=None,
+        help="built-in sets: digits cifar10 synthetic (default: all three, or none "
+        "when --data is given)",
+    )
+    a.add_argument(
+        "--data",
+        action="append",
+        default=[],
+        help="a user file: .npz (embeddings, labels[, class_names, queries]) or a "
+        ".npy of embeddings with --labels",
+    )
+    a.add_argument(
+        "--labels",
+        action="append",
+        default=[],
+        help="labels (.npy or .csv) for each .npy given with --data, in order",
+    )
     a.add_argument("--seeds", type=int, default=3)
     a.add_argument("--rounds", type=int, default=4)
     a.add_argument("--classes", type=int, default=None, help="only the first N classes")
     a.add_argument("--jobs", type=int, default=2, help="worker processes")
-    a.add_argument("--codes", nargs="+", default=["pca", "global"], choices=ev.CODE_VARIANTS,
-                   help="code variants; the first runs every learner, the others the "
-                        "default branches only ('learned' trains a torch head: ~1 min more "
-                        "for the three built-in sets)")
-    a.add_argument("--learners", nargs="+", default=None, metavar="NAME",
-                   help="only these learners (names as in the tables, e.g. branches)")
-    a.add_argument("--quick", action="store_true",
-                   help="tiny run: digits, 2 classes, 1 seed, 2 rounds, 4 learners")
+    a.add_argument(
+        "--codes",
+        nargs="+",
+        default=["pca", "global"],
+        choices=ev.CODE_VARIANTS,
+        help="code variants; the first runs every learner, the others the "
+        "default branches only ('learned' trains a torch head: ~1 min more "
+        "for the three built-in sets)",
+    )
+    a.add_argument(
+        "--learners",
+        nargs="+",
+        default=None,
+        metavar="NAME",
+        help="only these learners (names as in the tables, e.g. branches)",
+    )
+    a.add_argument(
+        "--quick",
+        action="store_true",
+        help="tiny run: digits, 2 classes, 1 seed, 2 rounds, 4 learners",
+    )
     a.add_argument("--out", type=Path, default=ROOT, help="where EVALUATION.md and docs/ go")
-    a.add_argument("--cifar-root", type=Path,
-                   default=Path(os.environ.get("CLIPBRANCHES_CIFAR10",
-                                               ROOT.parent / "shared" / "data" / "cifar10-test")))
-    a.add_argument("--cache-dir", type=Path, default=ROOT / ".cache" / "quality",
-                   help="image features are cached here")
+    a.add_argument(
+        "--cifar-root",
+        type=Path,
+        default=Path(
+            os.environ.get("CLIPBRANCHES_CIFAR10", ROOT.parent / "shared" / "data" / "cifar10-test")
+        ),
+    )
+    a.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=ROOT / ".cache" / "quality",
+        help="image features are cached here",
+    )
     return a.parse_args(argv)
 
 
@@ -111,6 +145,7 @@ def load_sets(args) -> list:
 
 # --------------------------------------------------------------------------- markdown
 
+
 def md_table(header, rows) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
@@ -130,79 +165,151 @@ def beat(share, median) -> str:
 def report(df, by_round, final, per_class, sets, args, seconds) -> str:
     main = args.codes[0]
     seeds = sorted(int(s) for s in df["seed"].unique())
-    out = [f"Generated by `python benchmarks/quality.py{' --quick' if args.quick else ''}` on "
-           f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.machine()} "
-           f"{os.cpu_count()} cores (shared), in {seconds:.0f} s. "
-           f"Seeds {seeds}, {df['round'].max()} rounds of 60 labels, k = 60 for the first page. "
-           "Means over classes x seeds, ± the standard deviation over those runs.",
-           "", "Data sets:", ""]
+    out = [
+        f"Generated by `python benchmarks/quality.py{' --quick' if args.quick else ''}` on "
+        f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.machine()} "
+        f"{os.cpu_count()} cores (shared), in {seconds:.0f} s. "
+        f"Seeds {seeds}, {df['round'].max()} rounds of 60 labels, k = 60 for the first page. "
+        "Means over classes x seeds, ± the standard deviation over those runs.",
+        "",
+        "Data sets:",
+        "",
+    ]
     for s in sets:
         sizes = s.class_sizes()
-        out.append(f"* **{s.name}**: {s.description}; {len(s)} items, class sizes "
-                   f"{sizes.min()}-{sizes.max()}; query: "
-                   f"{'class text embedding' if s.queries is not None else 'one example item'}.")
+        out.append(
+            f"* **{s.name}**: {s.description}; {len(s)} items, class sizes "
+            f"{sizes.min()}-{sizes.max()}; query: "
+            f"{'class text embedding' if s.queries is not None else 'one example item'}."
+        )
     for name in dict.fromkeys(df["dataset"]):
         fin = final[(final["dataset"] == name) & (final["codes"] == main)]
         out += ["", f"### {name}: after the last round ({main} codes)", ""]
         rows = []
         for _, r in fin.iterrows():
-            rows.append([r["learner"], f"{r['positives']:.0f}", f"{r['size']:.0f}",
-                         f"{r['precision']:.2f}", f"{r['recall']:.2f}",
-                         pm(r["f1"], r["f1_std"]), f"{np.nan_to_num(r['f1_seed_std']):.3f}",
-                         f"{r['new_precision']:.2f} / {r['new_recall']:.2f}",
-                         f"{r['knn_set_f1']:.2f}", f"{r['knn_class_f1']:.2f}",
-                         beat(r["beat_set_share"], r["beat_set_median"]),
-                         beat(r["beat_class_share"], r["beat_class_median"]),
-                         f"{r['ms']:.0f}"])
-        out.append(md_table(["learner", "positives", "set size", "P", "R", "F1",
-                             "F1 spread over seeds", "P / R on unlabelled items",
-                             "k-NN F1 (k = set size)",
-                             "k-NN F1 (k = class size)", "positives to beat k-NN (set size)",
-                             "positives to beat k-NN (class size)", "ms / fit+search"], rows))
+            rows.append(
+                [
+                    r["learner"],
+                    f"{r['positives']:.0f}",
+                    f"{r['size']:.0f}",
+                    f"{r['precision']:.2f}",
+                    f"{r['recall']:.2f}",
+                    pm(r["f1"], r["f1_std"]),
+                    f"{np.nan_to_num(r['f1_seed_std']):.3f}",
+                    f"{r['new_precision']:.2f} / {r['new_recall']:.2f}",
+                    f"{r['knn_set_f1']:.2f}",
+                    f"{r['knn_class_f1']:.2f}",
+                    beat(r["beat_set_share"], r["beat_set_median"]),
+                    beat(r["beat_class_share"], r["beat_class_median"]),
+                    f"{r['ms']:.0f}",
+                ]
+            )
+        out.append(
+            md_table(
+                [
+                    "learner",
+                    "positives",
+                    "set size",
+                    "P",
+                    "R",
+                    "F1",
+                    "F1 spread over seeds",
+                    "P / R on unlabelled items",
+                    "k-NN F1 (k = set size)",
+                    "k-NN F1 (k = class size)",
+                    "positives to beat k-NN (set size)",
+                    "positives to beat k-NN (class size)",
+                    "ms / fit+search",
+                ],
+                rows,
+            )
+        )
         br = by_round[(by_round["dataset"] == name) & (by_round["codes"] == main)]
         rounds = sorted(br["round"].unique())
         pos = br[br["learner"] == br["learner"].iloc[0]].set_index("round")["positives"]
-        out += ["", f"F1 by round ({name}, {main} codes; mean labelled positives in the header):", ""]
+        out += [
+            "",
+            f"F1 by round ({name}, {main} codes; mean labelled positives in the header):",
+            "",
+        ]
         rows = []
         for learner, part in br.groupby("learner", sort=False):
             p = part.set_index("round")
             rows.append([learner] + [pm(p.loc[k, "f1"], p.loc[k, "f1_std"]) for k in rounds])
         ref = br[br["learner"] == "branches"].set_index("round")
         if len(ref):
-            rows.append(["k-NN, k = branches' set size"] + [f"{ref.loc[k, 'knn_set_f1']:.2f}"
-                                                            for k in rounds])
-        out.append(md_table(["learner"] + [f"round {k} ({pos.loc[k]:.0f} pos.)" for k in rounds],
-                            rows))
+            rows.append(
+                ["k-NN, k = branches' set size"]
+                + [f"{ref.loc[k, 'knn_set_f1']:.2f}" for k in rounds]
+            )
+        out.append(
+            md_table(["learner"] + [f"round {k} ({pos.loc[k]:.0f} pos.)" for k in rounds], rows)
+        )
     variants = by_round[by_round["learner"] == "branches"]
     if variants["codes"].nunique() > 1:
-        out += ["", "### Codes: " + " vs ".join(CODE_NAMES[c] for c in args.codes),
-                "", "Decision branches with default settings; each code variant drives its own "
-                "simulated user. F1 by round (positives labelled in brackets):", ""]
+        out += [
+            "",
+            "### Codes: " + " vs ".join(CODE_NAMES[c] for c in args.codes),
+            "",
+            "Decision branches with default settings; each code variant drives its own "
+            "simulated user. F1 by round (positives labelled in brackets):",
+            "",
+        ]
         rows = []
         for (name, codes), part in variants.groupby(["dataset", "codes"], sort=False):
             p = part.set_index("round")
-            rows.append([name, codes] + [f"{p.loc[k, 'f1']:.2f} ({p.loc[k, 'positives']:.0f})"
-                                         for k in sorted(p.index)])
+            rows.append(
+                [name, codes]
+                + [f"{p.loc[k, 'f1']:.2f} ({p.loc[k, 'positives']:.0f})" for k in sorted(p.index)]
+            )
         rounds = sorted(variants["round"].unique())
         out.append(md_table(["data set", "codes"] + [f"round {k}" for k in rounds], rows))
     out += ["", f"### Per class: default decision branches, {main} codes, last round", ""]
     pc = per_class[(per_class["codes"] == main) & (per_class["learner"] == "branches")]
-    rows = [[r["dataset"], r["class"], r["class_size"], f"{r['positives']:.0f}", f"{r['size']:.0f}",
-             f"{r['precision']:.2f}", f"{r['recall']:.2f}", pm(r["f1"], r["f1_std"]),
-             f"{r['seed_page_f1']:.2f}", f"{r['knn_class_f1']:.2f}",
-             "never" if np.isnan(r["to_beat"]) else f"{r['to_beat']:.0f}"]
-            for _, r in pc.iterrows()]
-    out.append(md_table(["data set", "class", "class size", "positives", "set size", "P", "R",
-                         "F1 (± over seeds)", "first page F1 (k = 60)", "k-NN F1 (k = class size)",
-                         "positives to beat k-NN (class size), median"], rows))
+    rows = [
+        [
+            r["dataset"],
+            r["class"],
+            r["class_size"],
+            f"{r['positives']:.0f}",
+            f"{r['size']:.0f}",
+            f"{r['precision']:.2f}",
+            f"{r['recall']:.2f}",
+            pm(r["f1"], r["f1_std"]),
+            f"{r['seed_page_f1']:.2f}",
+            f"{r['knn_class_f1']:.2f}",
+            "never" if np.isnan(r["to_beat"]) else f"{r['to_beat']:.0f}",
+        ]
+        for _, r in pc.iterrows()
+    ]
+    out.append(
+        md_table(
+            [
+                "data set",
+                "class",
+                "class size",
+                "positives",
+                "set size",
+                "P",
+                "R",
+                "F1 (± over seeds)",
+                "first page F1 (k = 60)",
+                "k-NN F1 (k = class size)",
+                "positives to beat k-NN (class size), median",
+            ],
+            rows,
+        )
+    )
     out += ["", "![F1 against labelled positives](docs/quality-f1.png)", ""]
     return "\n".join(out)
 
 
 def write_markdown(path: Path, body: str) -> None:
-    text = path.read_text() if path.exists() else (
-        "# Evaluation: does refining beat nearest neighbours?\n\n"
-        f"{BEGIN}\n{END}\n")
+    text = (
+        path.read_text()
+        if path.exists()
+        else (f"# Evaluation: does refining beat nearest neighbours?\n\n{BEGIN}\n{END}\n")
+    )
     if BEGIN not in text or END not in text:
         text = text.rstrip() + f"\n\n{BEGIN}\n{END}\n"
     head, rest = text.split(BEGIN, 1)
@@ -227,19 +334,32 @@ def main(argv=None) -> int:
         if unknown:
             raise SystemExit(f"--learners: unknown {unknown}; expected names from {list(known)}")
         learners = [known[n] for n in args.learners]
-    df = ev.run_evaluation(sets, learners=learners, seeds=seeds, rounds=rounds, classes=classes,
-                           code_variants=tuple(args.codes), jobs=args.jobs,
-                           progress=lambda m: LOG.info("%s done", m))
+    df = ev.run_evaluation(
+        sets,
+        learners=learners,
+        seeds=seeds,
+        rounds=rounds,
+        classes=classes,
+        code_variants=tuple(args.codes),
+        jobs=args.jobs,
+        progress=lambda m: LOG.info("%s done", m),
+    )
     by_round, final, per_class = ev.summarise(df)
     docs = args.out / "docs"
     docs.mkdir(parents=True, exist_ok=True)
     df.to_csv(docs / "quality-results.csv.gz", index=False, float_format="%.4f")
     ev.plot_f1(by_round, final, docs / "quality-f1.png", codes=args.codes[0])
     seconds = time.perf_counter() - t0
-    write_markdown(args.out / "EVALUATION.md",
-                   report(df, by_round, final, per_class, sets, args, seconds))
-    LOG.info("wrote %s, %s and %s in %.0f s", args.out / "EVALUATION.md",
-             docs / "quality-f1.png", docs / "quality-results.csv.gz", seconds)
+    write_markdown(
+        args.out / "EVALUATION.md", report(df, by_round, final, per_class, sets, args, seconds)
+    )
+    LOG.info(
+        "wrote %s, %s and %s in %.0f s",
+        args.out / "EVALUATION.md",
+        docs / "quality-f1.png",
+        docs / "quality-results.csv.gz",
+        seconds,
+    )
     return 0
 
 

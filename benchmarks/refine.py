@@ -34,9 +34,16 @@ from clipbranches_widget.engine.synthetic import clustered_codes
 
 def identity_compressor(d=32) -> Compressor:
     """Codes are the data here: dequantised code = code value."""
-    return Compressor.from_dict({
-        "kind": "pca", "params": Compressor().get_params(), "mean": [0.0] * d,
-        "components": np.eye(d).tolist(), "low": [0.0] * d, "scale": [1.0] * d})
+    return Compressor.from_dict(
+        {
+            "kind": "pca",
+            "params": Compressor().get_params(),
+            "mean": [0.0] * d,
+            "components": np.eye(d).tolist(),
+            "low": [0.0] * d,
+            "scale": [1.0] * d,
+        }
+    )
 
 
 def prf(found_ids, truth):
@@ -72,20 +79,45 @@ def one_size(n, spread, trials, alternatives, rows):
         assert page.count == min(60, res.count)
         p, r, f = prf(res.ids, truth)
         tm = res.timings
-        rows.append((n, spread, "ours: Session.refine + page", total, tm["fit_ms"],
-                     tm["search_ms"], p, r, f, f"{s.model.boxes_.n_boxes} boxes"))
+        rows.append(
+            (
+                n,
+                spread,
+                "ours: Session.refine + page",
+                total,
+                tm["fit_ms"],
+                tm["search_ms"],
+                p,
+                r,
+                f,
+                f"{s.model.boxes_.n_boxes} boxes",
+            )
+        )
         _, t_scan = timed(scan, codes, s.model.boxes_)
-        rows.append((n, spread, "ours: scan alone", t_scan, 0, t_scan, p, r, f,
-                     f"{codes.nbytes / t_scan / 1e6:.2f} GB/s"))
+        rows.append(
+            (
+                n,
+                spread,
+                "ours: scan alone",
+                t_scan,
+                0,
+                t_scan,
+                p,
+                r,
+                f,
+                f"{codes.nbytes / t_scan / 1e6:.2f} GB/s",
+            )
+        )
         votes, t_np = timed(s.model.boxes_.votes, codes)
         assert np.array_equal(np.flatnonzero(votes), np.sort(res.ids))
         rows.append((n, spread, "plain-numpy scan of our boxes", t_np, 0, t_np, p, r, f, ""))
         if not alternatives:
             continue
         ids, y, w = s.training_set()
-        for name, model in (("sklearn DecisionTree", DecisionTreeClassifier(random_state=0)),
-                            ("sklearn RandomForest(25)",
-                             RandomForestClassifier(25, n_jobs=2, random_state=0))):
+        for name, model in (
+            ("sklearn DecisionTree", DecisionTreeClassifier(random_state=0)),
+            ("sklearn RandomForest(25)", RandomForestClassifier(25, n_jobs=2, random_state=0)),
+        ):
             _, t_fit = timed(model.fit, codes[ids], y, sample_weight=w)
             pred, t_pred = timed(model.predict, codes)
             p2, r2, f2 = prf(np.flatnonzero(pred), truth)
@@ -100,21 +132,29 @@ def main(argv=None):
     ap.add_argument("--no-alternatives", action="store_true")
     args = ap.parse_args(argv)
     import numba
-    print(f"# {time.strftime('%Y-%m-%d')} {platform.processor() or platform.machine()}, "
-          f"numba threads {numba.get_num_threads()}")
+
+    print(
+        f"# {time.strftime('%Y-%m-%d')} {platform.processor() or platform.machine()}, "
+        f"numba threads {numba.get_num_threads()}"
+    )
     rows = []
     for n in args.sizes:
         for spread in args.spreads:
             one_size(n, spread, args.trials, not args.no_alternatives, rows)
     # mean over trials, per (n, spread, method)
     keys = list(dict.fromkeys((r[0], r[1], r[2]) for r in rows))
-    print("| n | spread | method | round ms | fit ms | inference ms | precision | recall | F1 | note |")
+    print(
+        "| n | spread | method | round ms | fit ms | inference ms | precision | recall | F1 "
+        "| note |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for key in keys:
         sel = [r for r in rows if (r[0], r[1], r[2]) == key]
         m = np.mean([r[3:9] for r in sel], axis=0)
-        print(f"| {key[0]:,} | {key[1]:g} | {key[2]} | {m[0]:.1f} | {m[1]:.1f} | {m[2]:.1f} | "
-              f"{m[3]:.3f} | {m[4]:.3f} | {m[5]:.3f} | {sel[-1][9]} |")
+        print(
+            f"| {key[0]:,} | {key[1]:g} | {key[2]} | {m[0]:.1f} | {m[1]:.1f} | {m[2]:.1f} | "
+            f"{m[3]:.3f} | {m[4]:.3f} | {m[5]:.3f} | {sel[-1][9]} |"
+        )
 
 
 if __name__ == "__main__":

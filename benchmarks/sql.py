@@ -69,21 +69,29 @@ def fit_model(codes, cluster, concept, seed=0):
 
 
 def same(res, ref):
-    return (np.array_equal(res.ids, ref.ids) and np.array_equal(res.votes, ref.votes))
+    return np.array_equal(res.ids, ref.ids) and np.array_equal(res.votes, ref.votes)
 
 
-def one_size(n, trials, data_dir, spark, row_group_size, compression, concepts, pushdown,
-             rows):
+def one_size(n, trials, data_dir, spark, row_group_size, compression, concepts, pushdown, rows):
     t = time.perf_counter()
     codes, cluster, _ = clustered_codes(n, spread=8.0, random_state=0)
     log.info("n=%d: generated codes in %.1f s", n, time.perf_counter() - t)
     path = data_dir / f"clustered-{n}-rg{row_group_size}-{compression}.parquet"
     if not path.exists():
         t = time.perf_counter()
-        write_parquet(codes, path, row_group_size=row_group_size,
-                      compression=None if compression == "none" else compression)
-        log.info("n=%d: wrote %s (%.0f MB) in %.1f s", n, path, path.stat().st_size / 1e6,
-                 time.perf_counter() - t)
+        write_parquet(
+            codes,
+            path,
+            row_group_size=row_group_size,
+            compression=None if compression == "none" else compression,
+        )
+        log.info(
+            "n=%d: wrote %s (%.0f MB) in %.1f s",
+            n,
+            path,
+            path.stat().st_size / 1e6,
+            time.perf_counter() - t,
+        )
     # the concept is the first k clusters: the codes do not depend on k
     models = [(k, fit_model(codes, cluster, np.arange(k))) for k in concepts]
     del cluster
@@ -96,8 +104,7 @@ def one_size(n, trials, data_dir, spark, row_group_size, compression, concepts, 
     for k, boxes in models:
         one_model(size, codes, boxes, k, path, con, load_s, trials, spark, rows)
     if pushdown:
-        row_group_skipping(size, codes, path, models, con, data_dir, row_group_size, trials,
-                           rows)
+        row_group_skipping(size, codes, path, models, con, data_dir, row_group_size, trials, rows)
     con.close()
 
 
@@ -109,7 +116,8 @@ def row_group_skipping(size, codes, path, models, con, data_dir, row_group_size,
     narrow = Boxes.from_bounds([{0: (100, 104), 7: (0, 200)}])
     queries = [("1 box on c0 in 100..104", narrow)] + [
         (f"{k}-cluster model ({b.n_boxes} boxes; {sum(0 in d for d in b.dims)} on c0)", b)
-        for k, b in models]
+        for k, b in models
+    ]
     for name, boxes in queries:
         ref = scan(codes, boxes)
         t = {}
@@ -117,16 +125,26 @@ def row_group_skipping(size, codes, path, models, con, data_dir, row_group_size,
             search_duckdb(p, boxes, connection=con)
             res, t[label] = timed(lambda: search_duckdb(p, boxes, connection=con), trials)
             assert same(res, ref)
-        rows.append((size, name, "DuckDB on Parquet sorted by c0 (vs id order)",
-                     t["sorted by c0"], t["sorted by c0"] / t["id order"], len(ref),
-                     f"id order: {t['id order']:.1f} ms; ratio column = sorted / id order"))
+        rows.append(
+            (
+                size,
+                name,
+                "DuckDB on Parquet sorted by c0 (vs id order)",
+                t["sorted by c0"],
+                t["sorted by c0"] / t["id order"],
+                len(ref),
+                f"id order: {t['id order']:.1f} ms; ratio column = sorted / id order",
+            )
+        )
 
 
 def one_model(size, codes, boxes, k, path, con, load_s, trials, spark, rows):
     def row(name, ms, count, note=""):
         rows.append((size, label, name, ms, ms / t_scan, count, note))
 
-    label = f"{k}-cluster concept: {boxes.n_boxes} boxes x {sorted({len(d) for d in boxes.dims})} dims"
+    label = (
+        f"{k}-cluster concept: {boxes.n_boxes} boxes x {sorted({len(d) for d in boxes.dims})} dims"
+    )
     ref, t_scan = timed(lambda: scan(codes, boxes, n_jobs=2), trials)
     row("numba scan (in-memory codes)", t_scan, len(ref))
 
@@ -142,8 +160,12 @@ def one_model(size, codes, boxes, k, path, con, load_s, trials, spark, rows):
         index.search(boxes, path="index")  # warm-up
         res, t_idx = timed(lambda: index.search(boxes, path="index", n_jobs=2), trials)
         assert same(res, ref), "BoxIndex differs from the scan"
-        row("BoxIndex.search(path='index')", t_idx, len(res),
-            f"{len(used)} subsets indexed in {build_s:.1f} s, {index.bytes_per_item:.0f} B/item")
+        row(
+            "BoxIndex.search(path='index')",
+            t_idx,
+            len(res),
+            f"{len(used)} subsets indexed in {build_s:.1f} s, {index.bytes_per_item:.0f} B/item",
+        )
         res, t_auto = timed(lambda: index.search(boxes, n_jobs=2), trials)
         assert same(res, ref)
         row("BoxIndex.search (cost model)", t_auto, len(res), f"chose {res.path}")
@@ -152,10 +174,13 @@ def one_model(size, codes, boxes, k, path, con, load_s, trials, spark, rows):
     search_duckdb(path, boxes, connection=con)  # warm the page cache
     res, t_duck = timed(lambda: search_duckdb(path, boxes, connection=con), trials)
     assert same(res, ref), "DuckDB on Parquet differs from the scan"
-    row("DuckDB on Parquet (ORDER BY id)", t_duck, len(res),
-        f"{path.stat().st_size / 1e6:.0f} MB file")
-    res, t_rank = timed(lambda: search_duckdb(path, boxes, connection=con, order="votes"),
-                        trials)
+    row(
+        "DuckDB on Parquet (ORDER BY id)",
+        t_duck,
+        len(res),
+        f"{path.stat().st_size / 1e6:.0f} MB file",
+    )
+    res, t_rank = timed(lambda: search_duckdb(path, boxes, connection=con, order="votes"), trials)
     row("DuckDB on Parquet (ranked)", t_rank, len(res), "ORDER BY votes DESC, id")
     sql = boxes.to_sql("cat", order="id")
     got, t_mem = timed(lambda: con.execute(sql).fetchnumpy(), trials)
@@ -181,21 +206,40 @@ def main():
     ap.add_argument("--data", type=Path, default=Path("/tmp/clipbranches-bench"))
     ap.add_argument("--row-group-size", type=int, default=1 << 17)
     ap.add_argument("--compression", default="snappy", help="Parquet codec, or none")
-    ap.add_argument("--concepts", type=int, nargs="+", default=[3, 20],
-                    help="clusters per concept: one fitted model each")
+    ap.add_argument(
+        "--concepts",
+        type=int,
+        nargs="+",
+        default=[3, 20],
+        help="clusters per concept: one fitted model each",
+    )
     ap.add_argument("--spark", action="store_true", help="also Spark local[2] (slow)")
-    ap.add_argument("--pushdown", action="store_true",
-                    help="also DuckDB on a copy sorted by c0 (row-group skipping)")
+    ap.add_argument(
+        "--pushdown",
+        action="store_true",
+        help="also DuckDB on a copy sorted by c0 (row-group skipping)",
+    )
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("clipbranches_widget").setLevel(logging.WARNING)  # per-query lines
     args.data.mkdir(parents=True, exist_ok=True)
     rows = []
     for n in args.sizes:
-        one_size(n, args.trials, args.data, args.spark, args.row_group_size, args.compression,
-                 args.concepts, args.pushdown, rows)
-    print(f"\n{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"{time.strftime('%Y-%m-%d')}; median of {args.trials} warm runs, 2 threads each")
+        one_size(
+            n,
+            args.trials,
+            args.data,
+            args.spark,
+            args.row_group_size,
+            args.compression,
+            args.concepts,
+            args.pushdown,
+            rows,
+        )
+    print(
+        f"\n{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"{time.strftime('%Y-%m-%d')}; median of {args.trials} warm runs, 2 threads each"
+    )
     print("| n | model | method | ms | vs scan | matches | note |")
     print("|---|---|---|---:|---:|---:|---|")
     for size, model, name, ms, ratio, count, note in rows:

@@ -39,8 +39,9 @@ def fetch_images(out: Path) -> Path:
     return val
 
 
-def build_catalogue(images: Path, out: Path, model: str = MODEL,
-                    pretrained: str | None = PRETRAINED, **kwargs):
+def build_catalogue(
+    images: Path, out: Path, model: str = MODEL, pretrained: str | None = PRETRAINED, **kwargs
+):
     from clipbranches_widget import Catalogue
 
     return Catalogue.build(images, model=model, pretrained=pretrained, out=out, **kwargs)

@@ -1,8 +1,8 @@
 """Command line: build a catalogue from images, or describe one.
 
-    clipbranches build SOURCE OUT [--model ViT-B-32 --pretrained laion2b_s34b_b79k]
-    clipbranches merge OUT PART [PART ...]
-    clipbranches info OUT
+clipbranches build SOURCE OUT [--model ViT-B-32 --pretrained laion2b_s34b_b79k]
+clipbranches merge OUT PART [PART ...]
+clipbranches info OUT
 """
 
 from __future__ import annotations
@@ -21,21 +21,35 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="clipbranches", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help="embed images with CLIP and write a catalogue (resumable)")
-    b.add_argument("source", help="a folder of images (recursive), or a .csv/.parquet table "
-                                  "with a path column")
+    b.add_argument(
+        "source", help="a folder of images (recursive), or a .csv/.parquet table with a path column"
+    )
     b.add_argument("out", help="the catalogue directory to write")
-    b.add_argument("--model", default="ViT-B-32", help="open_clip model name (default ViT-B-32; "
-                   "clipbranches-tiny: a tiny random model for tests)")
-    b.add_argument("--pretrained", default="laion2b_s34b_b79k",
-                   help="pretrained tag or local checkpoint file; 'none' for random weights")
+    b.add_argument(
+        "--model",
+        default="ViT-B-32",
+        help="open_clip model name (default ViT-B-32; "
+        "clipbranches-tiny: a tiny random model for tests)",
+    )
+    b.add_argument(
+        "--pretrained",
+        default="laion2b_s34b_b79k",
+        help="pretrained tag or local checkpoint file; 'none' for random weights",
+    )
     b.add_argument("--batch-size", type=int, default=64)
     b.add_argument("--workers", type=int, default=None, help="image decoding threads")
     b.add_argument("--path-column", default=None, help="the table's path column")
-    b.add_argument("--no-embeddings", action="store_true",
-                   help="keep only the 8-bit codes (k-NN then runs on decoded codes)")
-    b.add_argument("--compressor", default="pca",
-                   help="'pca' (default), 'learned', or a compressor JSON file (shards of one "
-                        "catalogue share one fitted compressor)")
+    b.add_argument(
+        "--no-embeddings",
+        action="store_true",
+        help="keep only the 8-bit codes (k-NN then runs on decoded codes)",
+    )
+    b.add_argument(
+        "--compressor",
+        default="pca",
+        help="'pca' (default), 'learned', or a compressor JSON file (shards of one "
+        "catalogue share one fitted compressor)",
+    )
     b.add_argument("--overwrite", action="store_true", help="rebuild an existing catalogue")
     b.add_argument("--no-progress", action="store_true")
     m = sub.add_parser("merge", help="concatenate catalogues built with one compressor")
@@ -52,19 +66,36 @@ def _build(args) -> int:
     from .engine.catalogue import Catalogue
 
     pretrained = None if args.pretrained.lower() in ("none", "random") else args.pretrained
-    cat = Catalogue.build(args.source, model=args.model, pretrained=pretrained, out=args.out,
-                          batch_size=args.batch_size, num_workers=args.workers,
-                          path_column=args.path_column, keep_embeddings=not args.no_embeddings,
-                          compressor=args.compressor,
-                          overwrite=args.overwrite, progress=not args.no_progress)
+    cat = Catalogue.build(
+        args.source,
+        model=args.model,
+        pretrained=pretrained,
+        out=args.out,
+        batch_size=args.batch_size,
+        num_workers=args.workers,
+        path_column=args.path_column,
+        keep_embeddings=not args.no_embeddings,
+        compressor=args.compressor,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
+    )
     failed = cat.failed
     done = cat.build_summary
-    speed = (f" in {done['seconds']:.1f} s ({done['images_per_s']:.0f} images/s)"
-             if done is not None and done["images"] > done["resumed"] else " (already built)"
-             if done is None else " (resumed: nothing left to embed)")
-    print(f"{args.out}: {len(cat)} items{speed}"
-          + (f", {len(failed)} unreadable images skipped (see "
-             f"{Path(args.out) / 'failed.jsonl'})" if failed else ""))
+    speed = (
+        f" in {done['seconds']:.1f} s ({done['images_per_s']:.0f} images/s)"
+        if done is not None and done["images"] > done["resumed"]
+        else " (already built)"
+        if done is None
+        else " (resumed: nothing left to embed)"
+    )
+    print(
+        f"{args.out}: {len(cat)} items{speed}"
+        + (
+            f", {len(failed)} unreadable images skipped (see {Path(args.out) / 'failed.jsonl'})"
+            if failed
+            else ""
+        )
+    )
     return 0
 
 
@@ -85,13 +116,21 @@ def _info(args) -> int:
 
     path = Path(args.path)
     m = storage.read_manifest(path)
-    summary = {"path": str(path), "items": m["counts"]["items"], "failed": m["counts"]["failed"],
-               "model": m.get("model"), "pretrained": m.get("pretrained"),
-               "code_dims": m["dims"]["code"], "embedding_dims": m["dims"]["embedding"],
-               "embeddings": bool(m["files"].get("embeddings")),
-               "uris": bool(m["files"].get("uris")), "compressor": m["compressor"]["kind"],
-               "created": m.get("created"), "format_version": m["version"],
-               "bytes": _size(path)}
+    summary = {
+        "path": str(path),
+        "items": m["counts"]["items"],
+        "failed": m["counts"]["failed"],
+        "model": m.get("model"),
+        "pretrained": m.get("pretrained"),
+        "code_dims": m["dims"]["code"],
+        "embedding_dims": m["dims"]["embedding"],
+        "embeddings": bool(m["files"].get("embeddings")),
+        "uris": bool(m["files"].get("uris")),
+        "compressor": m["compressor"]["kind"],
+        "created": m.get("created"),
+        "format_version": m["version"],
+        "bytes": _size(path),
+    }
     if args.json:
         print(json.dumps(summary, indent=1))
         return 0

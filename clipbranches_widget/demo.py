@@ -38,8 +38,10 @@ def run(digit: int = 3, rounds: int = 2, out=print) -> Session:
     example = int(truth[0])
     res = session.search([example])
     p, r, f = _prf(res.ids, truth)
-    out(f"search by example image #{example} (a {digit}): {res.count} nearest neighbours, "
-        f"precision {p:.2f} recall {r:.2f} F1 {f:.2f} [{res.timings['total_ms']:.1f} ms]")
+    out(
+        f"search by example image #{example} (a {digit}): {res.count} nearest neighbours, "
+        f"precision {p:.2f} recall {r:.2f} F1 {f:.2f} [{res.timings['total_ms']:.1f} ms]"
+    )
     for rnd in range(1, rounds + 1):
         shown = session.page(0).ids
         for i in shown.tolist():  # the user clicks what they see
@@ -51,13 +53,17 @@ def run(digit: int = 3, rounds: int = 2, out=print) -> Session:
         p, r, f = _prf(res.ids, truth)
         knn = session.catalogue.seeder.search(session.query_vector, res.count)[1]
         kp, kr, kf = _prf(knn[knn >= 0], truth)
-        out(f"refine round {rnd}: {n_pos} positive and {len(labels) - n_pos} negative labels "
+        out(
+            f"refine round {rnd}: {n_pos} positive and {len(labels) - n_pos} negative labels "
             f"-> {res.count} results ({session.model.boxes_.n_boxes} boxes), precision {p:.2f} "
             f"recall {r:.2f} F1 {f:.2f} [fit {res.timings['fit_ms']:.1f} ms, "
-            f"search {res.timings['search_ms']:.1f} ms]; k-NN with k={res.count}: F1 {kf:.2f}")
+            f"search {res.timings['search_ms']:.1f} ms]; k-NN with k={res.count}: F1 {kf:.2f}"
+        )
     top = session.page(0)
-    out("first results: " + ", ".join(f"{cat.uri(int(i))} (votes {v})"
-                                      for i, v in zip(top.ids[:5], top.votes[:5])))
+    out(
+        "first results: "
+        + ", ".join(f"{cat.uri(int(i))} (votes {v})" for i, v in zip(top.ids[:5], top.votes[:5]))
+    )
     out("the model as SQL:\n" + session.model.boxes_.to_sql("catalogue"))
     return session
 

@@ -33,14 +33,27 @@ from .engine.scan import scan
 from .engine.validation import check_codes, check_embeddings, describe
 from .session import Session
 
-__all__ = ["GlobalQuantizer", "LabelledSet", "Learner", "cifar10_set", "default_learners",
-           "digits_set", "knn_curve", "load_labelled_file", "prf", "run_evaluation",
-           "simulate", "summarise", "synthetic_modes_set"]
+__all__ = [
+    "GlobalQuantizer",
+    "LabelledSet",
+    "Learner",
+    "cifar10_set",
+    "default_learners",
+    "digits_set",
+    "knn_curve",
+    "load_labelled_file",
+    "prf",
+    "run_evaluation",
+    "simulate",
+    "summarise",
+    "synthetic_modes_set",
+]
 
 log = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------- data
+
 
 @dataclass
 class LabelledSet:
@@ -64,17 +77,22 @@ class LabelledSet:
         self.X = np.ascontiguousarray(X / np.where(norms > 0, norms, 1), np.float32)
         y = np.asarray(self.y)
         if y.shape != (X.shape[0],) or y.dtype.kind not in "iu":
-            raise ValueError(f"{self.name}: expected integer labels of shape ({X.shape[0]},), "
-                             f"got {describe(y)}")
+            raise ValueError(
+                f"{self.name}: expected integer labels of shape ({X.shape[0]},), got {describe(y)}"
+            )
         self.y = y.astype(np.int64)
         if self.y.max() >= len(self.class_names) or self.y.min() < -1:
-            raise ValueError(f"{self.name}: labels must lie in -1..{len(self.class_names) - 1}, "
-                             f"got {self.y.min()}..{self.y.max()}")
+            raise ValueError(
+                f"{self.name}: labels must lie in -1..{len(self.class_names) - 1}, "
+                f"got {self.y.min()}..{self.y.max()}"
+            )
         if self.queries is not None:
             q = np.asarray(self.queries, np.float32)
             if q.shape != (len(self.class_names), X.shape[1]):
-                raise ValueError(f"{self.name}: expected queries of shape "
-                                 f"({len(self.class_names)}, {X.shape[1]}), got {q.shape}")
+                raise ValueError(
+                    f"{self.name}: expected queries of shape "
+                    f"({len(self.class_names)}, {X.shape[1]}), got {q.shape}"
+                )
             self.queries = q / np.linalg.norm(q, axis=1, keepdims=True)
 
     def __len__(self) -> int:
@@ -91,14 +109,27 @@ def digits_set() -> LabelledSet:
     d = load_digits()
     X = d.data.astype(np.float32)
     X -= X.mean(axis=0)  # centred, so cosine compares strokes, not ink totals
-    return LabelledSet("digits", X, d.target, [str(c) for c in d.target_names],
-                       description="sklearn load_digits: 1,797 real 8x8 digits, 64-d "
-                                   "centred pixels, 10 classes")
+    return LabelledSet(
+        "digits",
+        X,
+        d.target,
+        [str(c) for c in d.target_names],
+        description="sklearn load_digits: 1,797 real 8x8 digits, 64-d centred pixels, 10 classes",
+    )
 
 
-def synthetic_modes_set(*, n_concepts: int = 10, modes: int = 5, per_mode: int = 120,
-                        n_other: int = 10_000, other_clusters: int = 200, d: int = 256,
-                        rank: int = 24, spread: float = 0.35, random_state=0) -> LabelledSet:
+def synthetic_modes_set(
+    *,
+    n_concepts: int = 10,
+    modes: int = 5,
+    per_mode: int = 120,
+    n_other: int = 10_000,
+    other_clusters: int = 200,
+    d: int = 256,
+    rank: int = 24,
+    spread: float = 0.35,
+    random_state=0,
+) -> LabelledSet:
     """CLIP-like unit vectors where every concept is several separate modes.
 
     Mode centres and distractor clusters are random directions in a
@@ -126,19 +157,36 @@ def synthetic_modes_set(*, n_concepts: int = 10, modes: int = 5, per_mode: int =
     # a "text" query per concept: near its first mode, further from the others
     # (weights 1 down to 0.5) plus a random part (CLIP's modality gap)
     weights = np.linspace(1.0, 0.5, modes)
-    q = np.einsum("m,cmr->cr", weights, centres[: n_concepts * modes].reshape(n_concepts, modes, rank))
+    q = np.einsum(
+        "m,cmr->cr", weights, centres[: n_concepts * modes].reshape(n_concepts, modes, rank)
+    )
     q += rng.standard_normal(q.shape) / np.sqrt(rank)
     perm = rng.permutation(cluster.size)
-    return LabelledSet("synthetic", X[perm].astype(np.float32), y[perm],
-                       [f"concept{c}" for c in range(n_concepts)], queries=q @ basis,
-                       description=f"synthetic CLIP-like: {n_concepts} concepts x {modes} "
-                                   f"separate modes x {per_mode} items + {n_other} distractors "
-                                   f"in {other_clusters} clusters; {d}-d, rank {rank}; a "
-                                   f"'text' query per concept, nearest its first mode")
+    return LabelledSet(
+        "synthetic",
+        X[perm].astype(np.float32),
+        y[perm],
+        [f"concept{c}" for c in range(n_concepts)],
+        queries=q @ basis,
+        description=f"synthetic CLIP-like: {n_concepts} concepts x {modes} "
+        f"separate modes x {per_mode} items + {n_other} distractors "
+        f"in {other_clusters} clusters; {d}-d, rank {rank}; a "
+        f"'text' query per concept, nearest its first mode",
+    )
 
 
-CIFAR_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
-                 "ship", "truck")
+CIFAR_CLASSES = (
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+)
 
 
 def cifar10_set(root, *, cache_dir=None, limit_per_class: int | None = None) -> LabelledSet:
@@ -152,8 +200,10 @@ def cifar10_set(root, *, cache_dir=None, limit_per_class: int | None = None) -> 
     """
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"CIFAR-10: expected a folder of <class>/*.jpg at {root}; "
-                                "set --cifar-root or CLIPBRANCHES_CIFAR10")
+        raise FileNotFoundError(
+            f"CIFAR-10: expected a folder of <class>/*.jpg at {root}; "
+            "set --cifar-root or CLIPBRANCHES_CIFAR10"
+        )
     tag = f"cifar10-hogcolour-v1-{limit_per_class or 'all'}.npz"
     cache = None if cache_dir is None else Path(cache_dir) / tag
     if cache is not None and cache.exists():
@@ -177,10 +227,15 @@ def cifar10_set(root, *, cache_dir=None, limit_per_class: int | None = None) -> 
             tmp = cache.with_suffix(".tmp.npz")
             np.savez(tmp, X=X, y=y)
             tmp.replace(cache)
-    return LabelledSet("cifar10", X, y, list(CIFAR_CLASSES),
-                       description="CIFAR-10 test split, 10,000 real 32x32 photos; features: "
-                                   "HOG (4x4 cells) + HSV colour histogram (no pretrained "
-                                   "weights offline)")
+    return LabelledSet(
+        "cifar10",
+        X,
+        y,
+        list(CIFAR_CLASSES),
+        description="CIFAR-10 test split, 10,000 real 32x32 photos; features: "
+        "HOG (4x4 cells) + HSV colour histogram (no pretrained "
+        "weights offline)",
+    )
 
 
 def image_features(paths) -> np.ndarray:
@@ -194,10 +249,19 @@ def image_features(paths) -> np.ndarray:
             rgb = im.convert("RGB").resize((32, 32))
             grey = np.asarray(rgb.convert("L"), np.float32) / 255.0
             hsv = np.asarray(rgb.convert("HSV"))
-        h = hog(grey, orientations=9, pixels_per_cell=(4, 4), cells_per_block=(2, 2),
-                block_norm="L2-Hys", feature_vector=True)
-        bins = (hsv[..., 0].astype(np.int64) * 8 // 256) * 16 \
-            + (hsv[..., 1].astype(np.int64) * 4 // 256) * 4 + hsv[..., 2].astype(np.int64) * 4 // 256
+        h = hog(
+            grey,
+            orientations=9,
+            pixels_per_cell=(4, 4),
+            cells_per_block=(2, 2),
+            block_norm="L2-Hys",
+            feature_vector=True,
+        )
+        bins = (
+            (hsv[..., 0].astype(np.int64) * 8 // 256) * 16
+            + (hsv[..., 1].astype(np.int64) * 4 // 256) * 4
+            + hsv[..., 2].astype(np.int64) * 4 // 256
+        )
         col = np.bincount(bins.ravel(), minlength=128).astype(np.float32)
         parts = []
         for v, wgt in ((h, 0.8), (col, 0.6)):
@@ -223,8 +287,10 @@ def load_labelled_file(path, labels=None, *, name: str | None = None) -> Labelle
         key_x = next((k for k in ("embeddings", "X") if k in z), None)
         key_y = next((k for k in ("labels", "y") if k in z), None)
         if key_x is None or (key_y is None and labels is None):
-            raise ValueError(f"{path}: expected arrays 'embeddings' (or 'X') and 'labels' "
-                             f"(or 'y'), got {sorted(z.files)}")
+            raise ValueError(
+                f"{path}: expected arrays 'embeddings' (or 'X') and 'labels' "
+                f"(or 'y'), got {sorted(z.files)}"
+            )
         X = z[key_x]
         raw = z[key_y] if labels is None else _read_labels(labels)
         names = [str(s) for s in z["class_names"]] if "class_names" in z else None
@@ -238,16 +304,23 @@ def load_labelled_file(path, labels=None, *, name: str | None = None) -> Labelle
         raise ValueError(f"{path}: expected a .npz, or a .npy of embeddings with a labels file")
     raw = np.asarray(raw)
     if raw.shape != (X.shape[0],):
-        raise ValueError(f"{path}: expected {X.shape[0]} labels (one per embedding), got "
-                         f"{describe(raw)}")
+        raise ValueError(
+            f"{path}: expected {X.shape[0]} labels (one per embedding), got {describe(raw)}"
+        )
     if names is None or raw.dtype.kind not in "iu":
         uniq, y = np.unique(raw, return_inverse=True)
         names = [str(u) for u in uniq] if names is None or raw.dtype.kind not in "iu" else names
     else:
         y = raw
-    return LabelledSet(name or path.stem, X, y.astype(np.int64), names, queries,
-                       description=f"user file {path.name}: {X.shape[0]} x {X.shape[1]} "
-                                   f"embeddings, {len(names)} classes")
+    return LabelledSet(
+        name or path.stem,
+        X,
+        y.astype(np.int64),
+        names,
+        queries,
+        description=f"user file {path.name}: {X.shape[0]} x {X.shape[1]} "
+        f"embeddings, {len(names)} classes",
+    )
 
 
 def _read_labels(path) -> np.ndarray:
@@ -260,13 +333,15 @@ def _read_labels(path) -> np.ndarray:
         df = pd.read_csv(path)
         col = "label" if "label" in df.columns else df.columns[0]
         if "label" not in df.columns and df.shape[1] != 1:
-            raise ValueError(f"{path}: expected one column or a column named 'label', got "
-                             f"{list(df.columns)}")
+            raise ValueError(
+                f"{path}: expected one column or a column named 'label', got {list(df.columns)}"
+            )
         return df[col].to_numpy()
     raise ValueError(f"{path}: expected labels as .npy or .csv")
 
 
 # --------------------------------------------------------------------------- codes
+
 
 class GlobalQuantizer(TransformerMixin, BaseEstimator):
     """The reference's codes: PCA-32 of L2-normalised embeddings, each 32-d
@@ -297,6 +372,7 @@ class GlobalQuantizer(TransformerMixin, BaseEstimator):
     def project(self, X) -> np.ndarray:
         if not hasattr(self, "components_"):
             from sklearn.exceptions import NotFittedError
+
             raise NotFittedError("GlobalQuantizer is not fitted yet: call fit(X) first")
         X = check_embeddings(X, n_features=self.n_features_in_, allow_empty=True)
         X = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
@@ -343,6 +419,7 @@ def make_catalogue(data: LabelledSet, codes: str = "pca", compressor=None) -> Ca
 
 # --------------------------------------------------------------------------- metrics
 
+
 def prf(found, truth) -> tuple[float, float, float]:
     """Precision, recall, F1 of the item ids ``found`` against a boolean mask.
 
@@ -376,6 +453,7 @@ def knn_prf(tp, k: int, n_true: int) -> tuple[float, float, float]:
 
 # --------------------------------------------------------------------------- learners
 
+
 @dataclass(frozen=True)
 class Learner:
     """A way to turn the user's labels into a result set over the catalogue.
@@ -383,7 +461,8 @@ class Learner:
     ``kind``: "branches" (DecisionBranchesClassifier with ``params``), or
     "logreg", "forest", "nn1" (scikit-learn on the dequantised codes: the
     same 32 numbers per item), or "labels" (just the labelled positives: the
-    floor any learner must clear, since every metric counts them). All are fitted on the session's training set:
+    floor any learner must clear, since every metric counts them). All are
+    fitted on the session's training set:
     the labels plus ``n_background`` random unlabelled items as negatives of
     weight ``background_weight``. ``min_pts="design"``: DESIGN.md's
     min(50, 1.5 x #positives) window.
@@ -397,22 +476,36 @@ class Learner:
 
     @property
     def is_default(self) -> bool:
-        return (self.kind == "branches" and not self.params and self.n_background == 1000
-                and self.background_weight == 0.5)
+        return (
+            self.kind == "branches"
+            and not self.params
+            and self.n_background == 1000
+            and self.background_weight == 0.5
+        )
 
 
 def default_learners(quick: bool = False) -> list[Learner]:
     """Our default, the alternatives of issue 7, and what a user would pick instead."""
     if quick:
-        return [Learner("branches"), Learner("branches 4-d only", params={
-            "feature_subsets": default_feature_subsets(32, sizes=((104, 4),))}),
-            Learner("logistic regression", "logreg"), Learner("1-NN classifier", "nn1")]
+        return [
+            Learner("branches"),
+            Learner(
+                "branches 4-d only",
+                params={"feature_subsets": default_feature_subsets(32, sizes=((104, 4),))},
+            ),
+            Learner("logistic regression", "logreg"),
+            Learner("1-NN classifier", "nn1"),
+        ]
     return [
         Learner("branches"),
-        Learner("branches 4-d only",
-                params={"feature_subsets": default_feature_subsets(32, sizes=((104, 4),))}),
-        Learner("branches 8-d only",
-                params={"feature_subsets": default_feature_subsets(32, sizes=((104, 8),))}),
+        Learner(
+            "branches 4-d only",
+            params={"feature_subsets": default_feature_subsets(32, sizes=((104, 4),))},
+        ),
+        Learner(
+            "branches 8-d only",
+            params={"feature_subsets": default_feature_subsets(32, sizes=((104, 8),))},
+        ),
         Learner("branches max_boxes=10", params={"max_boxes": 10}),
         Learner("branches margin=2.0", params={"margin": 2.0}),
         Learner("branches margin=3.0", params={"margin": 3.0}),
@@ -420,8 +513,11 @@ def default_learners(quick: bool = False) -> list[Learner]:
         Learner("branches bg weight=1.0", background_weight=1.0),
         Learner("branches n_background=300", n_background=300),
         # the two single changes that raised precision, together
-        Learner("branches 8-d only + bg weight=1.0", background_weight=1.0,
-                params={"feature_subsets": default_feature_subsets(32, sizes=((104, 8),))}),
+        Learner(
+            "branches 8-d only + bg weight=1.0",
+            background_weight=1.0,
+            params={"feature_subsets": default_feature_subsets(32, sizes=((104, 8),))},
+        ),
         Learner("logistic regression", "logreg"),
         Learner("random forest", "forest"),
         Learner("1-NN classifier", "nn1"),
@@ -429,11 +525,17 @@ def default_learners(quick: bool = False) -> list[Learner]:
     ]
 
 
-def fit_result_set(learner: Learner, catalogue: Catalogue, labels: dict, *, seed: int,
-                   round_: int, features=None) -> np.ndarray:
+def fit_result_set(
+    learner: Learner, catalogue: Catalogue, labels: dict, *, seed: int, round_: int, features=None
+) -> np.ndarray:
     """Ids of every catalogue item ``learner`` accepts after fitting on ``labels``."""
-    s = Session(catalogue, n_background=learner.n_background,
-                background_weight=learner.background_weight, random_state=seed, n_jobs=1)
+    s = Session(
+        catalogue,
+        n_background=learner.n_background,
+        background_weight=learner.background_weight,
+        random_state=seed,
+        n_jobs=1,
+    )
     if learner.kind == "labels":  # the floor: the user's own clicks, nothing learned
         return np.sort(np.array([i for i, v in labels.items() if v > 0], np.int64))
     s.set_labels(labels)
@@ -458,24 +560,37 @@ def fit_result_set(learner: Learner, catalogue: Catalogue, labels: dict, *, seed
     elif learner.kind == "forest":
         from sklearn.ensemble import RandomForestClassifier
 
-        model = RandomForestClassifier(**{"n_estimators": 50, "n_jobs": 1, "random_state": rs,
-                                          **learner.params})
+        model = RandomForestClassifier(
+            **{"n_estimators": 50, "n_jobs": 1, "random_state": rs, **learner.params}
+        )
         model.fit(F[ids], y, sample_weight=w)
     elif learner.kind == "nn1":
         from sklearn.neighbors import KNeighborsClassifier
 
         model = KNeighborsClassifier(n_neighbors=1, algorithm="brute").fit(F[ids], y)
     else:
-        raise ValueError(f"learner {learner.name!r}: unknown kind {learner.kind!r}; expected "
-                         "'branches', 'logreg', 'forest', 'nn1' or 'labels'")
+        raise ValueError(
+            f"learner {learner.name!r}: unknown kind {learner.kind!r}; expected "
+            "'branches', 'logreg', 'forest', 'nn1' or 'labels'"
+        )
     return np.flatnonzero(model.predict(F) == 1)
 
 
 # --------------------------------------------------------------------------- the user
 
-def simulate(data: LabelledSet, catalogue: Catalogue, cls: int, seed: int, *,
-             learners, rounds: int = 5, page_size: int = 60, k: int = 60,
-             codes: str = "pca") -> list[dict]:
+
+def simulate(
+    data: LabelledSet,
+    catalogue: Catalogue,
+    cls: int,
+    seed: int,
+    *,
+    learners,
+    rounds: int = 5,
+    page_size: int = 60,
+    k: int = 60,
+    codes: str = "pca",
+) -> list[dict]:
     """One simulated user searching for class ``cls``; one row per round and learner.
 
     The default learner's ``Session`` drives what the user sees (its pages),
@@ -519,8 +634,14 @@ def simulate(data: LabelledSet, catalogue: Catalogue, cls: int, seed: int, *,
             elif learner.is_default:
                 found, ms = refined.ids, ms_default
             else:
-                found = fit_result_set(learner, catalogue, labels, seed=seed,
-                                       round_=session.rounds - 1, features=features)
+                found = fit_result_set(
+                    learner,
+                    catalogue,
+                    labels,
+                    seed=seed,
+                    round_=session.rounds - 1,
+                    features=features,
+                )
                 ms = (time.perf_counter() - t0) * 1e3
             p, rec, f = prf(found, truth)
             kp, kr, kf = knn_prf(tp, found.size, n_true)
@@ -528,16 +649,33 @@ def simulate(data: LabelledSet, catalogue: Catalogue, cls: int, seed: int, *,
             fresh = found[~labelled[found]]
             n_fresh_true = n_true - n_pos
             tp_fresh = int(truth[fresh].sum())
-            rows.append({"dataset": data.name, "codes": codes, "class": data.class_names[cls],
-                         "seed": seed, "round": r, "learner": learner.name,
-                         "query": query_kind, "positives": n_pos, "labels": len(labels),
-                         "class_size": n_true, "size": int(found.size), "precision": p,
-                         "recall": rec, "f1": f, "knn_set_precision": kp, "knn_set_recall": kr,
-                         "knn_set_f1": kf, "knn_class_f1": knn_class[2],
-                         "new_precision": tp_fresh / fresh.size if fresh.size else 0.0,
-                         "new_recall": tp_fresh / n_fresh_true if n_fresh_true else np.nan,
-                         "knn_class_precision": knn_class[0], "seed_page_f1": seed_page[2],
-                         "ms": ms})
+            rows.append(
+                {
+                    "dataset": data.name,
+                    "codes": codes,
+                    "class": data.class_names[cls],
+                    "seed": seed,
+                    "round": r,
+                    "learner": learner.name,
+                    "query": query_kind,
+                    "positives": n_pos,
+                    "labels": len(labels),
+                    "class_size": n_true,
+                    "size": int(found.size),
+                    "precision": p,
+                    "recall": rec,
+                    "f1": f,
+                    "knn_set_precision": kp,
+                    "knn_set_recall": kr,
+                    "knn_set_f1": kf,
+                    "knn_class_f1": knn_class[2],
+                    "new_precision": tp_fresh / fresh.size if fresh.size else 0.0,
+                    "new_recall": tp_fresh / n_fresh_true if n_fresh_true else np.nan,
+                    "knn_class_precision": knn_class[0],
+                    "seed_page_f1": seed_page[2],
+                    "ms": ms,
+                }
+            )
         # the next page: what the user sees after this refine
         ranked = refined.ids if refined is not None else np.zeros(0, np.int64)
         nxt = ranked[~np.isin(ranked, np.fromiter(labels, np.int64))][:page_size]
@@ -548,10 +686,19 @@ def simulate(data: LabelledSet, catalogue: Catalogue, cls: int, seed: int, *,
     return rows
 
 
-def run_evaluation(datasets, *, learners, seeds=(0, 1, 2), rounds: int = 5,
-                   classes: int | None = None, code_variants=("pca", "global"),
-                   variant_learners=("branches",), page_size: int = 60, jobs: int = 1,
-                   progress=None):
+def run_evaluation(
+    datasets,
+    *,
+    learners,
+    seeds=(0, 1, 2),
+    rounds: int = 5,
+    classes: int | None = None,
+    code_variants=("pca", "global"),
+    variant_learners=("branches",),
+    page_size: int = 60,
+    jobs: int = 1,
+    progress=None,
+):
     """All simulated users over ``datasets``: a DataFrame with one row per
     (dataset, codes, class, seed, round, learner). Code variants after the
     first run only ``variant_learners``. ``jobs`` > 1 runs (dataset, codes,
@@ -561,16 +708,23 @@ def run_evaluation(datasets, *, learners, seeds=(0, 1, 2), rounds: int = 5,
 
     # compressors are fitted once here (the learned one takes a while);
     # workers only transform
-    compressors = {(di, codes): make_compressor(data, codes)
-                   for di, data in enumerate(datasets) for codes in code_variants}
+    compressors = {
+        (di, codes): make_compressor(data, codes)
+        for di, data in enumerate(datasets)
+        for codes in code_variants
+    }
     tasks = []
     for di, data in enumerate(datasets):
         n_cls = len(data.class_names) if classes is None else min(classes, len(data.class_names))
         for codes in code_variants:
-            use = learners if codes == code_variants[0] else [lr for lr in learners
-                                                   if lr.name in variant_learners]
-            tasks += [(di, codes, cls, tuple(seeds), use, rounds, page_size)
-                      for cls in range(n_cls)]
+            use = (
+                learners
+                if codes == code_variants[0]
+                else [lr for lr in learners if lr.name in variant_learners]
+            )
+            tasks += [
+                (di, codes, cls, tuple(seeds), use, rounds, page_size) for cls in range(n_cls)
+            ]
     rows = []
     if jobs <= 1:
         _worker_init(datasets, compressors)
@@ -584,8 +738,12 @@ def run_evaluation(datasets, *, learners, seeds=(0, 1, 2), rounds: int = 5,
 
         # spawned (not forked) workers: faiss/OpenMP and numba threads are
         # not fork-safe once the parent has used them
-        with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn"),
-                                 initializer=_worker_init, initargs=(datasets, compressors)) as pool:
+        with ProcessPoolExecutor(
+            jobs,
+            mp_context=mp.get_context("spawn"),
+            initializer=_worker_init,
+            initargs=(datasets, compressors),
+        ) as pool:
             for t, out in zip(tasks, pool.map(_run_task, tasks)):
                 rows += out
                 if progress is not None:
@@ -616,12 +774,21 @@ def _run_task(task) -> list[dict]:
         cats[(di, codes)] = make_catalogue(data, codes, _WORKER["compressors"][(di, codes)])
     rows = []
     for seed in seeds:
-        rows += simulate(data, cats[(di, codes)], cls, seed, learners=learners, rounds=rounds,
-                         page_size=page_size, codes=codes)
+        rows += simulate(
+            data,
+            cats[(di, codes)],
+            cls,
+            seed,
+            learners=learners,
+            rounds=rounds,
+            page_size=page_size,
+            codes=codes,
+        )
     return rows
 
 
 # --------------------------------------------------------------------------- summaries
+
 
 def positives_to_beat(df, against: str = "knn_set_f1"):
     """Per run (dataset, codes, learner, class, seed): positives labelled at
@@ -639,16 +806,28 @@ def summarise(df):
 
     keys = ["dataset", "codes", "learner"]
     g = df.groupby(keys + ["round"], sort=False)
-    by_round = g.agg(positives=("positives", "mean"), f1=("f1", "mean"), f1_std=("f1", "std"),
-                     knn_set_f1=("knn_set_f1", "mean"), size=("size", "mean")).reset_index()
+    by_round = g.agg(
+        positives=("positives", "mean"),
+        f1=("f1", "mean"),
+        f1_std=("f1", "std"),
+        knn_set_f1=("knn_set_f1", "mean"),
+        size=("size", "mean"),
+    ).reset_index()
     last = df[df["round"] == df["round"].max()]
     gl = last.groupby(keys, sort=False)
-    final = gl.agg(positives=("positives", "mean"), size=("size", "mean"),
-                   precision=("precision", "mean"), recall=("recall", "mean"),
-                   f1=("f1", "mean"), f1_std=("f1", "std"),
-                   new_precision=("new_precision", "mean"), new_recall=("new_recall", "mean"),
-                   knn_set_f1=("knn_set_f1", "mean"), knn_class_f1=("knn_class_f1", "mean"),
-                   ms=("ms", "mean")).reset_index()
+    final = gl.agg(
+        positives=("positives", "mean"),
+        size=("size", "mean"),
+        precision=("precision", "mean"),
+        recall=("recall", "mean"),
+        f1=("f1", "mean"),
+        f1_std=("f1", "std"),
+        new_precision=("new_precision", "mean"),
+        new_recall=("new_recall", "mean"),
+        knn_set_f1=("knn_set_f1", "mean"),
+        knn_class_f1=("knn_class_f1", "mean"),
+        ms=("ms", "mean"),
+    ).reset_index()
     for against, col in (("knn_set_f1", "beat_set"), ("knn_class_f1", "beat_class")):
         b = positives_to_beat(df, against).rename("p").reset_index()
         agg = b.groupby(keys)["p"].agg(lambda s: s.notna().mean()).rename(col + "_share")
@@ -656,20 +835,37 @@ def summarise(df):
         final = final.merge(pd.concat([agg, med], axis=1).reset_index(), on=keys, how="left")
     seed_means = last.groupby(keys + ["seed"])["f1"].mean().groupby(keys).std()
     final = final.merge(seed_means.rename("f1_seed_std").reset_index(), on=keys, how="left")
-    per_class = last.groupby(keys + ["class"], sort=False).agg(
-        class_size=("class_size", "first"), positives=("positives", "mean"),
-        size=("size", "mean"), precision=("precision", "mean"), recall=("recall", "mean"),
-        f1=("f1", "mean"), f1_std=("f1", "std"), knn_class_f1=("knn_class_f1", "mean"),
-        seed_page_f1=("seed_page_f1", "mean")).reset_index()
+    per_class = (
+        last.groupby(keys + ["class"], sort=False)
+        .agg(
+            class_size=("class_size", "first"),
+            positives=("positives", "mean"),
+            size=("size", "mean"),
+            precision=("precision", "mean"),
+            recall=("recall", "mean"),
+            f1=("f1", "mean"),
+            f1_std=("f1", "std"),
+            knn_class_f1=("knn_class_f1", "mean"),
+            seed_page_f1=("seed_page_f1", "mean"),
+        )
+        .reset_index()
+    )
     b = positives_to_beat(df, "knn_class_f1").rename("to_beat").reset_index()
-    per_class = per_class.merge(b.groupby(keys + ["class"])["to_beat"].median().reset_index(),
-                                on=keys + ["class"], how="left")
+    per_class = per_class.merge(
+        b.groupby(keys + ["class"])["to_beat"].median().reset_index(),
+        on=keys + ["class"],
+        how="left",
+    )
     return by_round, final, per_class
 
 
-_COLOURS = {"branches": "black", "logistic regression": "tab:blue",
-            "random forest": "tab:green", "1-NN classifier": "tab:purple",
-            "labelled positives only": "tab:orange"}
+_COLOURS = {
+    "branches": "black",
+    "logistic regression": "tab:blue",
+    "random forest": "tab:green",
+    "1-NN classifier": "tab:purple",
+    "labelled positives only": "tab:orange",
+}
 _CODE_COLOURS = {"pca": "tab:gray", "global": "tab:red", "learned": "tab:brown"}
 
 
@@ -694,15 +890,31 @@ def plot_f1(by_round, final, path, *, codes: str = "pca"):
             if color is None:  # the alternatives: thin, from a sequential map
                 color = plt.cm.viridis(0.1 + 0.1 * alt)
                 alt += 1
-            ax.plot(part["positives"], part["f1"], marker="o" if main else None, color=color,
-                    lw=2.4 if learner == "branches" and cd == codes else (1.5 if main else 0.9),
-                    alpha=1.0 if main else 0.6, ls="--" if cd != codes else "-", label=label)
+            ax.plot(
+                part["positives"],
+                part["f1"],
+                marker="o" if main else None,
+                color=color,
+                lw=2.4 if learner == "branches" and cd == codes else (1.5 if main else 0.9),
+                alpha=1.0 if main else 0.6,
+                ls="--" if cd != codes else "-",
+                label=label,
+            )
         fin = final[(final["dataset"] == name) & (final["codes"] == codes)]
-        ax.axhline(float(fin["knn_class_f1"].iloc[0]), color="k", ls=":",
-                   label="k-NN of the query, k = class size")
+        ax.axhline(
+            float(fin["knn_class_f1"].iloc[0]),
+            color="k",
+            ls=":",
+            label="k-NN of the query, k = class size",
+        )
         ref = d[(d["codes"] == codes) & (d["learner"] == "branches")]
-        ax.plot(ref["positives"], ref["knn_set_f1"], color="grey", ls="-.",
-                label="k-NN, k = branches' set size")
+        ax.plot(
+            ref["positives"],
+            ref["knn_set_f1"],
+            color="grey",
+            ls="-.",
+            label="k-NN, k = branches' set size",
+        )
         ax.set_title(name)
         ax.set_xlabel("labelled positives (mean over classes and seeds)")
         ax.set_ylabel("F1 of the complete result set")

@@ -41,7 +41,7 @@ class Results:
     timings: dict = field(default_factory=dict)
 
     @classmethod
-    def empty(cls) -> "Results":
+    def empty(cls) -> Results:
         return cls(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32), "empty")
 
     @property
@@ -51,21 +51,25 @@ class Results:
     def __len__(self) -> int:
         return self.count
 
-    def page(self, number: int, size: int) -> "Results":
+    def page(self, number: int, size: int) -> Results:
         n_pages = max(1, -(-self.count // size))
         if not 0 <= number < n_pages:
             raise IndexError(f"page: expected a page number in 0..{n_pages - 1}, got {number}")
         s = slice(number * size, (number + 1) * size)
-        return Results(self.ids[s], self.votes[s], self.scores[s], self.kind, self.path,
-                       self.timings)
+        return Results(
+            self.ids[s], self.votes[s], self.scores[s], self.kind, self.path, self.timings
+        )
 
     def to_frame(self, catalogue: Catalogue | None = None, labels: dict | None = None):
         import pandas as pd
 
         df = pd.DataFrame({"id": self.ids, "votes": self.votes, "score": self.scores})
         if catalogue is not None:
-            df.insert(1, "uri", [catalogue.uri(int(i)) for i in self.ids]
-                      if catalogue.uris is not None else None)
+            df.insert(
+                1,
+                "uri",
+                [catalogue.uri(int(i)) for i in self.ids] if catalogue.uris is not None else None,
+            )
         if labels is not None:
             df["label"] = [labels.get(int(i), 0) for i in self.ids]
         return df
@@ -102,9 +106,18 @@ class Session:
         Keyword arguments of ``DecisionBranchesClassifier``.
     """
 
-    def __init__(self, catalogue: Catalogue, *, k: int = 60, page_size: int = 60,
-                 n_background: int = 1000, background_weight: float = 0.5,
-                 random_state: int = 0, classifier: dict | None = None, n_jobs=None):
+    def __init__(
+        self,
+        catalogue: Catalogue,
+        *,
+        k: int = 60,
+        page_size: int = 60,
+        n_background: int = 1000,
+        background_weight: float = 0.5,
+        random_state: int = 0,
+        classifier: dict | None = None,
+        n_jobs=None,
+    ):
         if not isinstance(catalogue, Catalogue):
             raise TypeError(f"catalogue: expected a Catalogue, got {type(catalogue).__name__}")
         for name, value in (("k", k), ("page_size", page_size)):
@@ -117,15 +130,17 @@ class Session:
         self.page_size = int(page_size)
         self.n_background = int(n_background)
         if not 0 < background_weight <= 1:
-            raise ValueError(f"background_weight: expected a value in (0, 1], got {background_weight}")
+            raise ValueError(
+                f"background_weight: expected a value in (0, 1], got {background_weight}"
+            )
         self.background_weight = float(background_weight)
         self.random_state = int(random_state)
         self.classifier_params = dict(classifier or {})
         DecisionBranchesClassifier(**self.classifier_params)  # reject unknown keys now
         self.n_jobs = n_jobs
         self._labels: dict[int, int] = {}
-        self.query = None          # what the user searched for (text, ids or None)
-        self.query_vector = None   # (d,) float32 embedding of the query
+        self.query = None  # what the user searched for (text, ids or None)
+        self.query_vector = None  # (d,) float32 embedding of the query
         self.model: DecisionBranchesClassifier | None = None
         self.results = Results.empty()
         self.rounds = 0
@@ -168,8 +183,14 @@ class Session:
         self.query = _describe_query(query)
         self.query_vector = vector
         ms = (time.perf_counter() - t0) * 1e3
-        self.results = Results(ids[keep], np.zeros(int(keep.sum()), np.int64), scores[keep],
-                               "knn", "knn", {"search_ms": ms, "total_ms": ms})
+        self.results = Results(
+            ids[keep],
+            np.zeros(int(keep.sum()), np.int64),
+            scores[keep],
+            "knn",
+            "knn",
+            {"search_ms": ms, "total_ms": ms},
+        )
         return self.results
 
     def _query_vector(self, query) -> np.ndarray:
@@ -181,14 +202,18 @@ class Session:
             q = np.asarray(query)
             if q.dtype.kind == "f":
                 if q.ndim != 1 or q.shape[0] != self.catalogue.n_features:
-                    raise ValueError(f"query: expected a vector of {self.catalogue.n_features} "
-                                     f"floats, got an array of shape {q.shape}")
+                    raise ValueError(
+                        f"query: expected a vector of {self.catalogue.n_features} "
+                        f"floats, got an array of shape {q.shape}"
+                    )
                 v = q.astype(np.float32)
             elif q.dtype.kind in "iu" and q.size:
                 v = self.catalogue.vector(q).mean(axis=0)  # "more like these"
             else:
-                raise TypeError("query: expected a text, a float vector or example item ids, "
-                                f"got {type(query).__name__}")
+                raise TypeError(
+                    "query: expected a text, a float vector or example item ids, "
+                    f"got {type(query).__name__}"
+                )
         if not np.isfinite(v).all():
             raise ValueError("query: the query vector contains NaN or inf")
         norm = np.linalg.norm(v)
@@ -221,29 +246,49 @@ class Session:
         """
         n_pos = sum(1 for v in self._labels.values() if v > 0)
         if n_pos == 0:
-            raise ValueError(f"refine needs at least one positive label; got 0 positives and "
-                             f"{len(self._labels)} negatives")
+            raise ValueError(
+                f"refine needs at least one positive label; got 0 positives and "
+                f"{len(self._labels)} negatives"
+            )
         t0 = time.perf_counter()
         ids, y, weights = self.training_set()
-        params = {"random_state": self.random_state + self.rounds, "n_jobs": self.n_jobs,
-                  **self.classifier_params}
-        model = DecisionBranchesClassifier(**params).fit(self.catalogue.codes[ids], y,
-                                                          sample_weight=weights)
+        params = {
+            "random_state": self.random_state + self.rounds,
+            "n_jobs": self.n_jobs,
+            **self.classifier_params,
+        }
+        model = DecisionBranchesClassifier(**params).fit(
+            self.catalogue.codes[ids], y, sample_weight=weights
+        )
         t1 = time.perf_counter()
         found = self.catalogue.search_boxes(model.boxes_, n_jobs=self.n_jobs)
         t2 = time.perf_counter()
-        scores = code_scores(self.catalogue.codes, found.ids, self.catalogue.compressor,
-                             self._reference())
+        scores = code_scores(
+            self.catalogue.codes, found.ids, self.catalogue.compressor, self._reference()
+        )
         order = rank(found.ids, found.votes, scores)
         t3 = time.perf_counter()
         self.model = model
         self.rounds += 1
-        self.results = Results(found.ids[order], found.votes[order].astype(np.int64),
-                               scores[order], "refined", found.path,
-                               {"fit_ms": (t1 - t0) * 1e3, "search_ms": (t2 - t1) * 1e3,
-                                "rank_ms": (t3 - t2) * 1e3, "total_ms": (t3 - t0) * 1e3})
-        log.info("refine: %d results from %d boxes in %.1f ms", self.results.count,
-                 model.boxes_.n_boxes, self.results.timings["total_ms"])
+        self.results = Results(
+            found.ids[order],
+            found.votes[order].astype(np.int64),
+            scores[order],
+            "refined",
+            found.path,
+            {
+                "fit_ms": (t1 - t0) * 1e3,
+                "search_ms": (t2 - t1) * 1e3,
+                "rank_ms": (t3 - t2) * 1e3,
+                "total_ms": (t3 - t0) * 1e3,
+            },
+        )
+        log.info(
+            "refine: %d results from %d boxes in %.1f ms",
+            self.results.count,
+            model.boxes_.n_boxes,
+            self.results.timings["total_ms"],
+        )
         return self.results
 
     def _reference(self) -> np.ndarray:
@@ -270,11 +315,14 @@ class Session:
         return {
             "format": SESSION_FORMAT,
             "n_items": len(self.catalogue),
-            "params": {"k": self.k, "page_size": self.page_size,
-                       "n_background": self.n_background,
-                       "background_weight": self.background_weight,
-                       "random_state": self.random_state,
-                       "classifier": self.classifier_params},
+            "params": {
+                "k": self.k,
+                "page_size": self.page_size,
+                "n_background": self.n_background,
+                "background_weight": self.background_weight,
+                "random_state": self.random_state,
+                "classifier": self.classifier_params,
+            },
             "query": self.query,
             "query_vector": None if self.query_vector is None else self.query_vector.tolist(),
             "labels": {str(i): v for i, v in self._labels.items()},
@@ -284,25 +332,37 @@ class Session:
         }
 
     @classmethod
-    def from_dict(cls, data: dict, catalogue: Catalogue, **kwargs) -> "Session":
+    def from_dict(cls, data: dict, catalogue: Catalogue, **kwargs) -> Session:
         """Rebuild a session and replay its last step: the same results, exactly."""
         if data.get("format") != SESSION_FORMAT:
-            raise ValueError(f"session: expected format {SESSION_FORMAT}, got {data.get('format')!r}")
+            raise ValueError(
+                f"session: expected format {SESSION_FORMAT}, got {data.get('format')!r}"
+            )
         if data["n_items"] != len(catalogue):
-            raise ValueError(f"session: saved for a catalogue of {data['n_items']} items, "
-                             f"got one of {len(catalogue)}")
+            raise ValueError(
+                f"session: saved for a catalogue of {data['n_items']} items, "
+                f"got one of {len(catalogue)}"
+            )
         p = data["params"]
-        s = cls(catalogue, k=p["k"], page_size=p["page_size"], n_background=p["n_background"],
-                background_weight=p["background_weight"], random_state=p["random_state"],
-                classifier=p["classifier"], **kwargs)
+        s = cls(
+            catalogue,
+            k=p["k"],
+            page_size=p["page_size"],
+            n_background=p["n_background"],
+            background_weight=p["background_weight"],
+            random_state=p["random_state"],
+            classifier=p["classifier"],
+            **kwargs,
+        )
         s.set_labels({int(i): v for i, v in data["labels"].items()})
         if data["query_vector"] is not None:
             s.query = data["query"]
             s.query_vector = np.asarray(data["query_vector"], np.float32)
             scores, ids = catalogue.seeder.search(s.query_vector, s.k)
             keep = ids >= 0
-            s.results = Results(ids[keep], np.zeros(int(keep.sum()), np.int64), scores[keep],
-                                "knn", "knn")
+            s.results = Results(
+                ids[keep], np.zeros(int(keep.sum()), np.int64), scores[keep], "knn", "knn"
+            )
         if data["kind"] == "refined":
             s.rounds = data["rounds"] - 1
             s.refine()

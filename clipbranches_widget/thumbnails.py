@@ -5,7 +5,8 @@ a file:// URL, or an http(s) URL when the catalogue was built from URLs) with
 Pillow, shrinks it keeping its aspect ratio, encodes it (JPEG, or PNG when it
 has transparency) and hands the bytes to the widget, which sends them as
 binary comm buffers (never base64). Images already small enough and in a
-format browsers decode are checked (fully decoded) and sent as they are. Encoded thumbnails are kept in a bounded
+format browsers decode are checked (fully decoded) and sent as they are.
+Encoded thumbnails are kept in a bounded
 LRU cache, so paging back and forth or refining re-sends bytes without
 re-decoding the files.
 """
@@ -19,8 +20,15 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from urllib.parse import unquote, urlparse
 
-__all__ = ["Thumbnail", "Thumbnailer", "encode", "full_image", "local_path", "open_image",
-           "read_bytes"]
+__all__ = [
+    "Thumbnail",
+    "Thumbnailer",
+    "encode",
+    "full_image",
+    "local_path",
+    "open_image",
+    "read_bytes",
+]
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +90,12 @@ def read_bytes(uri) -> bytes:
 
 
 #: Formats every browser decodes: small images in them are sent as they are.
-BROWSER_FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "GIF": "image/gif",
-                   "WEBP": "image/webp"}
+BROWSER_FORMATS = {
+    "JPEG": "image/jpeg",
+    "PNG": "image/png",
+    "GIF": "image/gif",
+    "WEBP": "image/webp",
+}
 
 
 def _decode(uri, data: bytes):
@@ -106,7 +118,7 @@ def open_image(uri):
     return _decode(uri, read_bytes(uri))[0]
 
 
-def _shrunk(uri, max_side: int, quality: int) -> "Thumbnail":
+def _shrunk(uri, max_side: int, quality: int) -> Thumbnail:
     """``uri`` no larger than ``max_side``, aspect ratio kept.
 
     An image that is already small enough, in a format browsers decode, is

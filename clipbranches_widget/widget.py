@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 
 STATIC = pathlib.Path(__file__).parent / "static"
 WIDGET_FORMAT = 1
-LABELLED_VIEW = -2     # user_box value: show the labelled items instead of the results
+LABELLED_VIEW = -2  # user_box value: show the labelled items instead of the results
 BROWSE_MAX = 100_000  # items shown before the first search (a random sample beyond that)
 
 #: Keys written only by the front end (the user's intent).
@@ -53,11 +53,17 @@ def _bundle(name: str) -> pathlib.Path | str:
     path = STATIC / name
     if not path.exists():
         # a source checkout without the committed bundle: say how to get it
-        log.error("clipbranches_widget: %s is missing; build it with `npm ci --prefix js && "
-                  "npm run build --prefix js`", path)
-        return "export default { render({ el }) { el.textContent = " \
-               "'clipbranches_widget: the front-end bundle is missing (see the README)'; } };" \
-            if name.endswith(".js") else ""
+        log.error(
+            "clipbranches_widget: %s is missing; build it with `npm ci --prefix js && "
+            "npm run build --prefix js`",
+            path,
+        )
+        return (
+            "export default { render({ el }) { el.textContent = "
+            "'clipbranches_widget: the front-end bundle is missing (see the README)'; } };"
+            if name.endswith(".js")
+            else ""
+        )
     return path
 
 
@@ -85,7 +91,7 @@ class ClipBranches(anywidget.AnyWidget):
     _css = _bundle("widget.css")
 
     # --- front-end owned: the user's intent ---
-    user_labels = traitlets.Dict().tag(sync=True)          # {"id": +1 | -1}
+    user_labels = traitlets.Dict().tag(sync=True)  # {"id": +1 | -1}
     user_page = traitlets.Int(0).tag(sync=True)
     user_query = traitlets.Unicode("").tag(sync=True)
     user_selection = traitlets.List(traitlets.Int()).tag(sync=True)
@@ -97,9 +103,9 @@ class ClipBranches(anywidget.AnyWidget):
     page_count = traitlets.Int(1).tag(sync=True)
     page_shown = traitlets.Int(0).tag(sync=True)
     page_size = traitlets.Int(60).tag(sync=True)
-    kind = traitlets.Unicode("empty").tag(sync=True)       # empty | browse | knn | refined
-    status = traitlets.Unicode("ready").tag(sync=True)     # "ready" or the running action
-    timings = traitlets.Dict().tag(sync=True)              # milliseconds per step
+    kind = traitlets.Unicode("empty").tag(sync=True)  # empty | browse | knn | refined
+    status = traitlets.Unicode("ready").tag(sync=True)  # "ready" or the running action
+    timings = traitlets.Dict().tag(sync=True)  # milliseconds per step
     error = traitlets.Unicode("").tag(sync=True)
     n_boxes = traitlets.Int(0).tag(sync=True)
     search_path = traitlets.Unicode("").tag(sync=True)
@@ -107,36 +113,52 @@ class ClipBranches(anywidget.AnyWidget):
     text_search = traitlets.Bool(False).tag(sync=True)
     rounds = traitlets.Int(0).tag(sync=True)
     facets = traitlets.List(traitlets.Dict()).tag(sync=True)  # per box: box, count, dims
-    box_shown = traitlets.Int(-1).tag(sync=True)           # the facet applied (-1: all)
-    shown_total = traitlets.Int(0).tag(sync=True)          # results in that facet
+    box_shown = traitlets.Int(-1).tag(sync=True)  # the facet applied (-1: all)
+    shown_total = traitlets.Int(0).tag(sync=True)  # results in that facet
 
-    def __init__(self, source, *, thumb_size: int = 160, _user_state: dict | None = None,
-                 **session_kwargs):
+    def __init__(
+        self, source, *, thumb_size: int = 160, _user_state: dict | None = None, **session_kwargs
+    ):
         if isinstance(source, Session):
             if session_kwargs:
-                raise TypeError(f"ClipBranches: session options {sorted(session_kwargs)} only "
-                                "apply when given a Catalogue, not a Session")
+                raise TypeError(
+                    f"ClipBranches: session options {sorted(session_kwargs)} only "
+                    "apply when given a Catalogue, not a Session"
+                )
             session = source
         elif isinstance(source, Catalogue):
             session = Session(source, **session_kwargs)
         else:
-            raise TypeError(f"ClipBranches: expected a Catalogue or a Session, "
-                            f"got {type(source).__name__}")
+            raise TypeError(
+                f"ClipBranches: expected a Catalogue or a Session, got {type(source).__name__}"
+            )
         self._session = session
         self._thumbs = Thumbnailer(thumb_size)
         self._browse = None
         self._facet_cache = None
         # the user's intent starts from the session (a reloaded one keeps its labels);
         # this is the only time Python sets these keys, before any front end exists
-        user = {"user_labels": {str(i): v for i, v in session.labels.items()},
-                "user_query": session.query if isinstance(session.query, str) else ""}
+        user = {
+            "user_labels": {str(i): v for i, v in session.labels.items()},
+            "user_query": session.query if isinstance(session.query, str) else "",
+        }
         user.update(_user_state or {})
-        super().__init__(page_size=session.page_size, n_items=len(session.catalogue),
-                         text_search=session.catalogue.has_embedder, **user)
+        super().__init__(
+            page_size=session.page_size,
+            n_items=len(session.catalogue),
+            text_search=session.catalogue.has_embedder,
+            **user,
+        )
         self.observe(self._on_labels, names="user_labels")
         self.on_msg(self._on_message)
-        self._actions = {"search": self._search, "more": self._more, "refine": self._refine,
-                         "reset": self._reset, "page": self._page, "detail": self._detail}
+        self._actions = {
+            "search": self._search,
+            "more": self._more,
+            "refine": self._refine,
+            "reset": self._reset,
+            "page": self._page,
+            "detail": self._detail,
+        }
         self._show()
 
     # ------------------------------------------------------------------ Python API
@@ -183,8 +205,10 @@ class ClipBranches(anywidget.AnyWidget):
                 raise FileExistsError(f"export: the folder {path} is not empty")
             path.mkdir(parents=True, exist_ok=True)
             if self.catalogue.uris is None:
-                raise ValueError("export: this catalogue has no URIs, so there is nothing to "
-                                 "copy; export to a .csv or .parquet file instead")
+                raise ValueError(
+                    "export: this catalogue has no URIs, so there is nothing to "
+                    "copy; export to a .csv or .parquet file instead"
+                )
             width = max(4, len(str(len(df))))
             for rank, (i, uri) in enumerate(zip(df["id"].tolist(), df["uri"].tolist())):
                 target = path / f"{rank:0{width}d}_{i}{_suffix(uri)}"
@@ -199,31 +223,45 @@ class ClipBranches(anywidget.AnyWidget):
     def save(self, path) -> pathlib.Path:
         """Save the session (labels, query, model) to JSON; ``load`` replays it exactly."""
         path = pathlib.Path(path)
-        data = {"format": WIDGET_FORMAT, "session": self._session.to_dict(),
-                "view": {"user_page": self.user_page, "user_query": self.user_query,
-                         "user_selection": list(self.user_selection), "user_box": self.user_box,
-                         "thumb_size": self._thumbs.size}}
+        data = {
+            "format": WIDGET_FORMAT,
+            "session": self._session.to_dict(),
+            "view": {
+                "user_page": self.user_page,
+                "user_query": self.user_query,
+                "user_selection": list(self.user_selection),
+                "user_box": self.user_box,
+                "thumb_size": self._thumbs.size,
+            },
+        }
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(json.dumps(data))
         os.replace(tmp, path)  # never leave a half-written session file
         return path
 
     @classmethod
-    def load(cls, path, catalogue: Catalogue, **kwargs) -> "ClipBranches":
+    def load(cls, path, catalogue: Catalogue, **kwargs) -> ClipBranches:
         """A widget replaying a saved session on ``catalogue``: the same results, exactly."""
         data = json.loads(pathlib.Path(path).read_text())
         if data.get("format") != WIDGET_FORMAT:
-            raise ValueError(f"load: expected a widget session of format {WIDGET_FORMAT}, "
-                             f"got {data.get('format')!r}")
+            raise ValueError(
+                f"load: expected a widget session of format {WIDGET_FORMAT}, "
+                f"got {data.get('format')!r}"
+            )
         session = Session.from_dict(data["session"], catalogue, **kwargs)
         view = data.get("view", {})
-        state = {k: view[k] for k in ("user_page", "user_query", "user_selection", "user_box")
-                 if k in view}
+        state = {
+            k: view[k]
+            for k in ("user_page", "user_query", "user_selection", "user_box")
+            if k in view
+        }
         return cls(session, thumb_size=view.get("thumb_size", 160), _user_state=state)
 
     def __repr__(self) -> str:
-        return (f"ClipBranches(n_items={self.n_items}, kind={self.kind!r}, total={self.total}, "
-                f"labels={len(self.labels)})")
+        return (
+            f"ClipBranches(n_items={self.n_items}, kind={self.kind!r}, total={self.total}, "
+            f"labels={len(self.labels)})"
+        )
 
     # ------------------------------------------------------------------ front end -> Python
     def _on_labels(self, change) -> None:
@@ -240,8 +278,12 @@ class ClipBranches(anywidget.AnyWidget):
         action, req = content.get("action"), content.get("req")
         handler = self._actions.get(action)
         if handler is None:
-            self._ack(req, action, False, f"unknown action {action!r}; expected one of "
-                                          f"{sorted(self._actions)}")
+            self._ack(
+                req,
+                action,
+                False,
+                f"unknown action {action!r}; expected one of {sorted(self._actions)}",
+            )
             return
         # "detail" only reads: it answers in its ack and leaves the shared state alone
         shared = action != "detail"
@@ -250,8 +292,12 @@ class ClipBranches(anywidget.AnyWidget):
         try:
             extra, reply_buffers = handler(content) or ({}, [])
         except Exception as e:  # shown in the widget; the labels (front-end state) stay
-            log.warning("%s failed: %s", action, e, exc_info=not isinstance(
-                e, (ValueError, TypeError, IndexError, OSError)))
+            log.warning(
+                "%s failed: %s",
+                action,
+                e,
+                exc_info=not isinstance(e, (ValueError, TypeError, IndexError, OSError)),
+            )
             message = f"{action} failed: {e}"
             if shared:
                 with self.hold_sync():
@@ -298,8 +344,11 @@ class ClipBranches(anywidget.AnyWidget):
         self._show()
 
     def _detail(self, content):
-        i = int(self.catalogue.check_ids([content.get("id")])[0]) \
-            if isinstance(content.get("id"), int) else None
+        i = (
+            int(self.catalogue.check_ids([content.get("id")])[0])
+            if isinstance(content.get("id"), int)
+            else None
+        )
         if i is None:
             raise TypeError(f"detail: expected an integer item id, got {content.get('id')!r}")
         detail, image = self.explain(i)
@@ -316,11 +365,17 @@ class ClipBranches(anywidget.AnyWidget):
         if self._browse is None:
             n = len(self.catalogue)
             rng = np.random.default_rng(self._session.random_state)
-            order = rng.permutation(n) if n <= BROWSE_MAX else rng.choice(n, BROWSE_MAX,
-                                                                          replace=False)
+            order = (
+                rng.permutation(n) if n <= BROWSE_MAX else rng.choice(n, BROWSE_MAX, replace=False)
+            )
             m = order.shape[0]
-            self._browse = Results(order.astype(np.int64), np.zeros(m, np.int64),
-                                   np.full(m, np.nan, np.float32), "browse", "browse")
+            self._browse = Results(
+                order.astype(np.int64),
+                np.zeros(m, np.int64),
+                np.full(m, np.nan, np.float32),
+                "browse",
+                "browse",
+            )
         return self._browse
 
     def _facets(self, res: Results):
@@ -339,8 +394,11 @@ class ClipBranches(anywidget.AnyWidget):
         labels = self._session.labels
         ids = np.array(sorted(labels, key=lambda i: (-labels[i], i)), np.int64)
         model = self._session.model
-        votes = (model.boxes_.votes(self.catalogue.codes[ids]).astype(np.int64)
-                 if model is not None and ids.size else np.zeros(ids.size, np.int64))
+        votes = (
+            model.boxes_.votes(self.catalogue.codes[ids]).astype(np.int64)
+            if model is not None and ids.size
+            else np.zeros(ids.size, np.int64)
+        )
         return Results(ids, votes, np.full(ids.size, np.nan, np.float32), "labelled")
 
     def _show(self) -> None:
@@ -351,8 +409,9 @@ class ClipBranches(anywidget.AnyWidget):
         shown = res
         if inside is not None and 0 <= box < inside.shape[1]:
             keep = inside[:, box]  # one box's items, still in rank order
-            shown = Results(res.ids[keep], res.votes[keep], res.scores[keep], res.kind,
-                            res.path, res.timings)
+            shown = Results(
+                res.ids[keep], res.votes[keep], res.scores[keep], res.kind, res.path, res.timings
+            )
         elif box == LABELLED_VIEW:
             shown = self._labelled()
         else:
@@ -362,14 +421,21 @@ class ClipBranches(anywidget.AnyWidget):
         number = min(max(int(self.user_page), 0), n_pages - 1)
         page = shown.page(number, size)
         t0 = time.perf_counter()
-        items = [self._item(int(i), int(v), float(s))
-                 for i, v, s in zip(page.ids, page.votes, page.scores)]
+        items = [
+            self._item(int(i), int(v), float(s))
+            for i, v, s in zip(page.ids, page.votes, page.scores)
+        ]
         timings = dict(res.timings)
         timings["thumbs_ms"] = (time.perf_counter() - t0) * 1e3
         model = self._session.model
-        facets = [] if inside is None else [
-            {"box": b, "count": int(c), "dims": list(model.boxes_.dims[b])}
-            for b, c in enumerate(inside.sum(axis=0).tolist())]
+        facets = (
+            []
+            if inside is None
+            else [
+                {"box": b, "count": int(c), "dims": list(model.boxes_.dims[b])}
+                for b, c in enumerate(inside.sum(axis=0).tolist())
+            ]
+        )
         with self.hold_sync():
             self.items = items
             self.total = res.count
@@ -388,9 +454,17 @@ class ClipBranches(anywidget.AnyWidget):
 
     def _item(self, i: int, votes: int, score: float) -> dict:
         uri = self.catalogue.uri(i)
-        item = {"id": i, "votes": votes, "score": score if math.isfinite(score) else None,
-                "name": os.path.basename(uri) if uri else f"#{i}", "thumb": None,
-                "w": 0, "h": 0, "mime": "", "problem": ""}
+        item = {
+            "id": i,
+            "votes": votes,
+            "score": score if math.isfinite(score) else None,
+            "name": os.path.basename(uri) if uri else f"#{i}",
+            "thumb": None,
+            "w": 0,
+            "h": 0,
+            "mime": "",
+            "problem": "",
+        }
         if uri is None:
             item["problem"] = "no image"
             return item
@@ -418,21 +492,35 @@ class ClipBranches(anywidget.AnyWidget):
             inside = model.boxes_.contains(code[None, :])[0]
             for b in np.flatnonzero(inside).tolist():
                 bounds = model.boxes_.bounds(b)
-                boxes.append({"box": b, "bounds": {str(j): list(lh) for j, lh in bounds.items()},
-                              "code": {str(j): int(code[j]) for j in bounds}})
+                boxes.append(
+                    {
+                        "box": b,
+                        "bounds": {str(j): list(lh) for j, lh in bounds.items()},
+                        "code": {str(j): int(code[j]) for j in bounds},
+                    }
+                )
         similarity = None
         if self._session.query_vector is not None:
             similarity = float(self.catalogue.vector([i])[0] @ self._session.query_vector)
-        detail = {"id": i, "uri": uri, "name": os.path.basename(uri) if uri else f"#{i}",
-                  "label": self._session.labels.get(i, 0),
-                  "rank": int(where[0]) if where.size else None,
-                  "votes": int(res.votes[where[0]]) if where.size else (
-                      len(boxes) if model is not None else None),
-                  "score": float(res.scores[where[0]]) if where.size else None,
-                  "similarity": similarity,
-                  "n_boxes": 0 if model is None else model.boxes_.n_boxes,
-                  "boxes": boxes, "kind": res.kind,
-                  "width": 0, "height": 0, "mime": "", "problem": ""}
+        detail = {
+            "id": i,
+            "uri": uri,
+            "name": os.path.basename(uri) if uri else f"#{i}",
+            "label": self._session.labels.get(i, 0),
+            "rank": int(where[0]) if where.size else None,
+            "votes": int(res.votes[where[0]])
+            if where.size
+            else (len(boxes) if model is not None else None),
+            "score": float(res.scores[where[0]]) if where.size else None,
+            "similarity": similarity,
+            "n_boxes": 0 if model is None else model.boxes_.n_boxes,
+            "boxes": boxes,
+            "kind": res.kind,
+            "width": 0,
+            "height": 0,
+            "mime": "",
+            "problem": "",
+        }
         image = None
         if uri is None:
             detail["problem"] = "this item has no image"

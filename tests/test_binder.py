@@ -9,13 +9,13 @@ import importlib.util
 import os
 import shutil
 import subprocess
-import tomllib
 from pathlib import Path
 
-import pytest
+import tomllib
+
+from images import sample_dir
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("CLIPBRANCHES_DATA", ROOT.parent / "shared" / "data")) / "cifar10-test"
 
 
 def test_binder_files_are_valid():
@@ -33,21 +33,23 @@ def test_binder_files_are_valid():
 
 
 def test_demo_preparation_builds_a_catalogue_offline(tmp_path):
-    if not DATA.is_dir():
-        pytest.skip(f"real images not found at {DATA} (set CLIPBRANCHES_DATA)")
+    data = sample_dir()
     from clipbranches_widget import Catalogue
     from clipbranches_widget.engine.embed import register_tiny_model
 
-    spec = importlib.util.spec_from_file_location("prepare_demo", ROOT / "binder" / "prepare_demo.py")
+    spec = importlib.util.spec_from_file_location(
+        "prepare_demo", ROOT / "binder" / "prepare_demo.py"
+    )
     prepare = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(prepare)
     val = tmp_path / "imagenette2-160" / "val"
     for cls in ("cat", "ship"):
         (val / cls).mkdir(parents=True)
-        for f in sorted((DATA / cls).iterdir())[:20]:
+        for f in sorted((data / cls).iterdir())[:20]:
             shutil.copy(f, val / cls / f.name)
     assert prepare.fetch_images(tmp_path) == val  # present: nothing is downloaded
-    cat = prepare.build_catalogue(val, tmp_path / "catalogue", model=register_tiny_model(),
-                                  pretrained=None, progress=False)
+    cat = prepare.build_catalogue(
+        val, tmp_path / "catalogue", model=register_tiny_model(), pretrained=None, progress=False
+    )
     again = Catalogue.open(tmp_path / "catalogue")
     assert len(cat) == len(again) == 40

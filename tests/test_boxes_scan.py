@@ -3,6 +3,7 @@ import pytest
 
 from clipbranches_widget.engine.boxes import Boxes
 from clipbranches_widget.engine.scan import CHUNK, _popcount, compile_tables, scan, scan_votes
+
 from twins import votes_twin
 
 
@@ -79,7 +80,9 @@ def test_scan_one_item_and_empty_catalogue():
 
 
 def test_popcount_twin(rng):
-    x = rng.integers(0, 2**63, 1000, dtype=np.uint64) * np.uint64(2) + rng.integers(0, 2, 1000, dtype=np.uint64)
+    x = rng.integers(0, 2**63, 1000, dtype=np.uint64) * np.uint64(2) + rng.integers(
+        0, 2, 1000, dtype=np.uint64
+    )
     got = np.array([_popcount(v) for v in x])
     want = np.array([bin(int(v)).count("1") for v in x])
     np.testing.assert_array_equal(got, want)

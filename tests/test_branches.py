@@ -3,9 +3,14 @@ import pytest
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 
-from clipbranches_widget.engine.branches import (_HALF_RANGE, DecisionBranchesClassifier,
-                                                 default_feature_subsets, grow_box)
+from clipbranches_widget.engine.branches import (
+    _HALF_RANGE,
+    DecisionBranchesClassifier,
+    default_feature_subsets,
+    grow_box,
+)
 from clipbranches_widget.engine.scan import scan
+
 from twins import grow_box_twin, votes_twin
 
 
@@ -32,12 +37,15 @@ def test_grow_box_equals_numpy_twin(trial):
     seed = int(rng.choice(np.flatnonzero(y)))
     lo = np.zeros(len(dims), np.uint8)
     hi = np.zeros(len(dims), np.uint8)
-    margin, min_margin, min_pts, cap = [(2.5, 2, 0, 1.0), (2.0, 3, 20, 1.5), (3.0, 1, 5, np.inf)][trial % 3]
+    margin, min_margin, min_pts, cap = [(2.5, 2, 0, 1.0), (2.0, 3, 20, 1.5), (3.0, 1, 5, np.inf)][
+        trial % 3
+    ]
     params = np.array([margin, min_margin, min_pts, cap], float)
     prior = rng.uniform(0, 8, 32)
     g = grow_box(X, y, w, seed, dims, params, _HALF_RANGE, prior, lo, hi)
-    tlo, thi, tg = grow_box_twin(X, y, w, seed, dims, margin, min_margin, min_pts, cap,
-                                 _HALF_RANGE, prior)
+    tlo, thi, tg = grow_box_twin(
+        X, y, w, seed, dims, margin, min_margin, min_pts, cap, _HALF_RANGE, prior
+    )
     np.testing.assert_array_equal(lo, tlo)
     np.testing.assert_array_equal(hi, thi)
     assert g == pytest.approx(tg)
@@ -132,7 +140,7 @@ def test_parallel_box_search_equals_one_subset_at_a_time(rng):
     table = np.full((len(subsets), kmax), -1, np.int64)
     sizes = np.array([len(s) for s in subsets], np.int64)
     for s, dims in enumerate(subsets):
-        table[s, :len(dims)] = dims
+        table[s, : len(dims)] = dims
     params = np.array([2.5, 2, 10, 1.0])
     lo = np.zeros((len(subsets), kmax), np.uint8)
     hi = np.zeros((len(subsets), kmax), np.uint8)
@@ -162,5 +170,6 @@ def test_a_lone_positive_gets_a_box_of_the_prior_spread(rng):
         assert box.lower[0, j] <= 128 - np.floor(half[j]) + 1
         assert box.upper[0, j] >= 128 + np.floor(half[j]) - 1
     narrow = DecisionBranchesClassifier(random_state=0, cap_weight=None, prior_spread=0).fit(X, y)
-    assert all(narrow.boxes_.upper[0, j] - narrow.boxes_.lower[0, j] == 4
-               for j in narrow.boxes_.dims[0])
+    assert all(
+        narrow.boxes_.upper[0, j] - narrow.boxes_.lower[0, j] == 4 for j in narrow.boxes_.dims[0]
+    )

@@ -9,13 +9,13 @@ import textwrap
 import numpy as np
 import pandas as pd
 import pytest
+from test_embed import write_images, write_truncated_jpeg
 
 from clipbranches_widget import Catalogue, Session
 from clipbranches_widget.engine import storage
 from clipbranches_widget.engine.build import partial_dir
 from clipbranches_widget.engine.embed import ClipEmbedder, register_tiny_model
 from clipbranches_widget.engine.sources import list_images
-from test_embed import write_images, write_truncated_jpeg
 
 
 @pytest.fixture(scope="module")
@@ -26,8 +26,9 @@ def embedder():
 @pytest.fixture
 def photos(tmp_path):
     root = tmp_path / "photos"
-    paths = write_images(root / "a", 13, seed=1) + write_images(root / "b" / "c", 12, seed=2,
-                                                                 ext=".jpg")
+    paths = write_images(root / "a", 13, seed=1) + write_images(
+        root / "b" / "c", 12, seed=2, ext=".jpg"
+    )
     return root, sorted(paths)
 
 
@@ -57,7 +58,11 @@ def test_build_open_round_trip(photos, tmp_path, embedder):
     m = json.loads((out / "manifest.json").read_text())
     assert m["format"] == "clipbranches-catalogue" and m["version"] == 1
     assert m["model"] == "clipbranches-tiny" and m["pretrained"] is None
-    assert m["counts"] == {"items": 25, "failed": 0, "uri_bytes": sum(len(p.encode()) for p in paths)}
+    assert m["counts"] == {
+        "items": 25,
+        "failed": 0,
+        "uri_bytes": sum(len(p.encode()) for p in paths),
+    }
     assert m["dims"] == {"code": 32, "embedding": embedder.n_features_}
     assert m["compressor"]["kind"] == "pca"
     assert not partial_dir(out).exists()
@@ -67,8 +72,9 @@ def test_build_open_round_trip(photos, tmp_path, embedder):
     assert again.build_summary is None
 
 
-def test_opened_catalogue_searches_by_text_with_a_lazily_created_embedder(photos, tmp_path,
-                                                                          embedder):
+def test_opened_catalogue_searches_by_text_with_a_lazily_created_embedder(
+    photos, tmp_path, embedder
+):
     root, _ = photos
     build(root, tmp_path / "cat", embedder)
     cat = Catalogue.open(tmp_path / "cat")
@@ -181,8 +187,9 @@ def test_sources_folder_list_and_tables(photos, tmp_path):
     assert list_images(paths[:3]) == paths[:3]
     assert list_images(["https://example.org/a.jpg"]) == ["https://example.org/a.jpg"]
     table = tmp_path / "t.csv"
-    pd.DataFrame({"caption": ["x", "y"], "filepath": ["photos/a/img000.png",
-                                                      "photos/a/img001.png"]}).to_csv(table)
+    pd.DataFrame(
+        {"caption": ["x", "y"], "filepath": ["photos/a/img000.png", "photos/a/img001.png"]}
+    ).to_csv(table)
     assert list_images(table) == paths[:2]  # relative to the table's folder
     df = pd.DataFrame({"my_col": paths[:2]})
     assert list_images(df, path_column="my_col") == paths[:2]
@@ -257,8 +264,7 @@ def test_append_images_later(photos, tmp_path, embedder):
     assert not (tmp_path / "cat" / ".append.partial").exists()
 
 
-def test_an_interrupted_append_leaves_the_catalogue_intact_and_resumes(photos, tmp_path,
-                                                                       embedder):
+def test_an_interrupted_append_leaves_the_catalogue_intact_and_resumes(photos, tmp_path, embedder):
     root, paths = photos
     clean = build(paths[:5], tmp_path / "clean", embedder)
     clean.append(paths[5:], batch_size=4, chunk_size=8, progress=False)
@@ -272,8 +278,16 @@ def test_an_interrupted_append_leaves_the_catalogue_intact_and_resumes(photos, t
         cat.append(paths[5:], batch_size=4, chunk_size=8, progress=False, callback=stop)
     assert len(Catalogue.open(tmp_path / "cat")) == 5  # nothing committed
     seen = []
-    assert cat.append(paths[5:], batch_size=4, chunk_size=8, progress=False,
-                      callback=lambda d, t: seen.append(d)) == 20
+    assert (
+        cat.append(
+            paths[5:],
+            batch_size=4,
+            chunk_size=8,
+            progress=False,
+            callback=lambda d, t: seen.append(d),
+        )
+        == 20
+    )
     assert seen[0] == 12  # the first chunk (8 images) was kept
     np.testing.assert_array_equal(cat.codes, clean.codes)
     assert list(Catalogue.open(tmp_path / "cat").uris) == paths
@@ -318,8 +332,9 @@ def test_append_embeddings_and_crash_safety(tmp_path, rng):
     mem.append(embeddings=X[40:], uris=[f"u{i}" for i in range(40, 50)])
     np.testing.assert_array_equal(again.codes, mem.codes)
     assert again.append(embeddings=X[:2], uris=["a", "b"]) == 2  # overwrites the junk
-    np.testing.assert_array_equal(Catalogue.open(tmp_path / "cat").codes[50:],
-                                  mem.compressor.transform(X[:2]))
+    np.testing.assert_array_equal(
+        Catalogue.open(tmp_path / "cat").codes[50:], mem.compressor.transform(X[:2])
+    )
 
 
 def test_save_open_without_uris_embeddings_or_model(tmp_path, rng):
@@ -376,9 +391,12 @@ def write_clip_retrieval(folder, rng, shards=(7, 5), d=16):
     for k, n in enumerate(shards):
         X = rng.standard_normal((n, d)).astype(np.float16)
         np.save(folder / "img_emb" / f"img_emb_{k}.npy", X)
-        pd.DataFrame({"image_path": [f"/data/{start + i}.jpg" for i in range(n)],
-                      "caption": [f"c{start + i}" for i in range(n)]}
-                     ).to_parquet(folder / "metadata" / f"metadata_{k}.parquet")
+        pd.DataFrame(
+            {
+                "image_path": [f"/data/{start + i}.jpg" for i in range(n)],
+                "caption": [f"c{start + i}" for i in range(n)],
+            }
+        ).to_parquet(folder / "metadata" / f"metadata_{k}.parquet")
         Xs.append(X)
         start += n
     return np.concatenate(Xs).astype(np.float32)
@@ -393,8 +411,9 @@ def test_clip_retrieval_reader(tmp_path, rng):
     assert not cat.has_embedder
     with pytest.raises(ValueError, match="pretrained: expected the tag or checkpoint"):
         Catalogue.from_clip_retrieval(tmp_path / "cr", model="ViT-B-32")
-    with_model = Catalogue.from_clip_retrieval(tmp_path / "cr", model="ViT-B-32",
-                                               pretrained="openai")
+    with_model = Catalogue.from_clip_retrieval(
+        tmp_path / "cr", model="ViT-B-32", pretrained="openai"
+    )
     assert with_model.embedder_spec["model"] == "ViT-B-32"
     disk = with_model.save(tmp_path / "saved")
     assert disk.manifest["model"] == "ViT-B-32" and disk.has_embedder
@@ -415,8 +434,8 @@ def test_precomputed_paths_never_import_torch(tmp_path):
         rng = np.random.default_rng(0)
         X = rng.standard_normal((300, 24)).astype(np.float32)
         cat = Catalogue.from_embeddings(X, uris=[f"u{{i}}" for i in range(300)])
-        disk = cat.save(r"{tmp_path / 'c'}")
-        disk = Catalogue.open(r"{tmp_path / 'c'}")
+        disk = cat.save(r"{tmp_path / "c"}")
+        disk = Catalogue.open(r"{tmp_path / "c"}")
         s = Session(disk, k=10)
         res = s.search([0])
         s.label(res.ids[:3], 1)

@@ -3,10 +3,9 @@ model, reopen it, and run a search/refine round on it.
 
 The data lives outside the repository: ``../shared/data/cifar10-test`` from the
 repository root, or ``$CLIPBRANCHES_DATA`` (the data folder or cifar10-test
-itself).
+itself), and the tests skip without it.
 """
 
-import os
 from collections import Counter
 from pathlib import Path
 
@@ -16,23 +15,16 @@ import pytest
 from clipbranches_widget import Catalogue, Session
 from clipbranches_widget.engine.embed import ClipEmbedder, register_tiny_model
 
-
-def cifar_dir() -> Path:
-    env = os.environ.get("CLIPBRANCHES_DATA")
-    if env:
-        base = Path(env)
-        return base / "cifar10-test" if (base / "cifar10-test").is_dir() else base
-    return Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10-test"
-
-
-CIFAR = cifar_dir()
-pytestmark = pytest.mark.skipif(
-    not CIFAR.is_dir(), reason=f"CIFAR-10 test images not found at {CIFAR} (set "
-                               "CLIPBRANCHES_DATA to the folder holding cifar10-test/)")
+from images import full_cifar_dir
 
 
 @pytest.fixture(scope="module")
-def cifar_catalogue(tmp_path_factory):
+def cifar():
+    return full_cifar_dir()
+
+
+@pytest.fixture(scope="module")
+def cifar_catalogue(tmp_path_factory, cifar):
     import torch
 
     out = tmp_path_factory.mktemp("cifar") / "catalogue"
@@ -40,22 +32,22 @@ def cifar_catalogue(tmp_path_factory):
     try:
         # one torch thread: the decoding threads get the other core
         embedder = ClipEmbedder(register_tiny_model(), None, batch_size=128, threads=1)
-        Catalogue.build(CIFAR, out=out, embedder=embedder, batch_size=128, progress=False)
+        Catalogue.build(cifar, out=out, embedder=embedder, batch_size=128, progress=False)
     finally:
         torch.set_num_threads(before)
     return Catalogue.open(out)  # as a user would later: lazily recreated embedder
 
 
-def test_counts_and_uris(cifar_catalogue):
+def test_counts_and_uris(cifar_catalogue, cifar):
     cat = cifar_catalogue
     assert len(cat) == 10_000 and cat.failed == []
     assert cat.codes.shape == (10_000, 32) and cat.embeddings.shape == (10_000, 64)
     uris = np.asarray(cat.uris).tolist()
     assert uris == sorted(uris) and len(set(uris)) == 10_000
-    assert all(u.startswith(str(CIFAR.resolve())) and u.endswith(".jpg") for u in uris)
+    assert all(u.startswith(str(cifar.resolve())) and u.endswith(".jpg") for u in uris)
     classes = Counter(Path(u).parent.name for u in uris)
     assert len(classes) == 10 and set(classes.values()) == {1000}
-    assert cat.uri(0) == str(CIFAR.resolve() / "airplane" / "0000.jpg")
+    assert cat.uri(0) == str(cifar.resolve() / "airplane" / "0000.jpg")
     # every code dimension uses (most of) its 8-bit range on real images
     span = cat.codes.max(axis=0).astype(int) - cat.codes.min(axis=0)
     assert (span >= 200).all()

@@ -4,6 +4,7 @@ import pytest
 from clipbranches_widget.engine.compress import Compressor
 from clipbranches_widget.engine.ranking import code_scores, rank
 from clipbranches_widget.engine.seed import KnnSeeder
+
 from twins import rank_twin
 
 

@@ -3,13 +3,13 @@
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from test_sql import sql_boxes
 
 from clipbranches_widget.engine.boxes import Boxes
 from clipbranches_widget.engine.branches import DecisionBranchesClassifier
 from clipbranches_widget.engine.duckdb_engine import duckdb_connect, search_duckdb
 from clipbranches_widget.engine.parquet import write_parquet
 from clipbranches_widget.engine.scan import scan
-from test_sql import sql_boxes
 
 duckdb = pytest.importorskip("duckdb", reason="the duckdb package is a dev dependency")
 
@@ -26,8 +26,9 @@ def random_catalogue(tmp_path_factory):
     codes = rng.integers(0, 256, (20_000, 32), dtype=np.uint8)
     codes[:50] = 0  # items at the edges of the value range
     codes[50:100] = 255
-    path = write_parquet(codes, tmp_path_factory.mktemp("duck") / "cat.parquet",
-                         row_group_size=4096)
+    path = write_parquet(
+        codes, tmp_path_factory.mktemp("duck") / "cat.parquet", row_group_size=4096
+    )
     return codes, path
 
 
@@ -53,10 +54,13 @@ def test_selective_boxes_and_edges(random_catalogue):
     codes, path = random_catalogue
     rng = np.random.default_rng(5)
     boxes = Boxes.from_bounds(
-        [{j: (0, 0) for j in range(32)},              # only the all-zero items
-         {0: (255, 255), 9: (255, 255)},                # the all-255 items (and a few others)
-         {3: (0, 40), 17: (200, 255), 21: (90, 100)},
-         {int(j): (60, 140) for j in rng.choice(32, 4, replace=False)}])
+        [
+            {j: (0, 0) for j in range(32)},  # only the all-zero items
+            {0: (255, 255), 9: (255, 255)},  # the all-255 items (and a few others)
+            {3: (0, 40), 17: (200, 255), 21: (90, 100)},
+            {int(j): (60, 140) for j in rng.choice(32, 4, replace=False)},
+        ]
+    )
     expected = scan(codes, boxes)
     got = search_duckdb(path, boxes)
     np.testing.assert_array_equal(got.ids, expected.ids)
@@ -85,8 +89,12 @@ def test_real_model_on_clustered_codes_in_shards(clustered, tmp_path):
     # a sharded catalogue: a directory of Parquet files, ids carried along
     half = len(codes) // 2
     write_parquet(codes[:half], tmp_path / "shards" / "part-0.parquet", row_group_size=5000)
-    write_parquet(codes[half:], tmp_path / "shards" / "part-1.parquet",
-                  ids=np.arange(half, len(codes)), row_group_size=5000)
+    write_parquet(
+        codes[half:],
+        tmp_path / "shards" / "part-1.parquet",
+        ids=np.arange(half, len(codes)),
+        row_group_size=5000,
+    )
     expected = scan(codes, boxes)
     got = search_duckdb(tmp_path / "shards", boxes, threads=2)
     np.testing.assert_array_equal(got.ids, expected.ids)
@@ -97,8 +105,9 @@ def test_real_model_on_clustered_codes_in_shards(clustered, tmp_path):
 def test_sorted_file_same_answer(clustered, tmp_path):
     codes, _, _ = clustered
     boxes = Boxes.from_bounds([{0: (40, 90), 5: (0, 120)}, {1: (100, 180), 2: (0, 255)}])
-    path = write_parquet(codes, tmp_path / "sorted.parquet", row_group_size=2048,
-                         sort_by=["c0", "c1"])
+    path = write_parquet(
+        codes, tmp_path / "sorted.parquet", row_group_size=2048, sort_by=["c0", "c1"]
+    )
     assert pq.ParquetFile(path).metadata.num_row_groups == -(-len(codes) // 2048)
     expected = scan(codes, boxes)
     got = search_duckdb(path, boxes)
@@ -111,8 +120,9 @@ def test_own_connection_arrow_source_and_quoted_columns(rng):
 
     codes = rng.integers(0, 256, (3000, 32), dtype=np.uint8)
     cols = [f'dim "{j}" `x`' for j in range(32)]
-    table = pa.table({"item id": np.arange(3000, dtype=np.int64),
-                      **{c: codes[:, j] for j, c in enumerate(cols)}})
+    table = pa.table(
+        {"item id": np.arange(3000, dtype=np.int64), **{c: codes[:, j] for j, c in enumerate(cols)}}
+    )
     boxes = sql_boxes(np.random.default_rng(1), 25)
     con = duckdb_connect(threads=1, memory_limit="512MB")
     con.execute("CREATE VIEW catalogue AS SELECT 42 AS answer")

@@ -9,8 +9,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clipbranches_widget.engine.embed import (TINY_MODEL, ClipEmbedder, ImageReadError, load_image,
-                                              register_tiny_model)
+from clipbranches_widget.engine.embed import (
+    TINY_MODEL,
+    ClipEmbedder,
+    ImageReadError,
+    load_image,
+    register_tiny_model,
+)
 
 
 def write_images(folder, n, *, seed=0, size=(40, 30), ext=".png"):
@@ -142,8 +147,9 @@ def test_a_local_checkpoint_file_loads_offline(embedder, tmp_path):
     ckpt = tmp_path / "tiny.pt"
     torch.save(embedder.model_.state_dict(), ckpt)
     loaded = ClipEmbedder(TINY_MODEL, str(ckpt), seed=5)  # weights come from the file
-    np.testing.assert_allclose(loaded.embed_text(["a dog"]), embedder.embed_text(["a dog"]),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        loaded.embed_text(["a dog"]), embedder.embed_text(["a dog"]), atol=1e-6
+    )
     assert loaded.spec["pretrained"] == str(ckpt)
 
 
@@ -159,17 +165,24 @@ def test_text_input_is_checked(embedder):
 
 def _run(code, env_extra=None, cwd=None, prefix=""):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env_extra or {})}
-    return subprocess.run([sys.executable, "-c", prefix + textwrap.dedent(code)], capture_output=True,
-                          text=True, env=env, cwd=cwd, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-c", prefix + textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=120,
+    )
 
 
 # loads torch_compat.py on its own: the package's numba/faiss imports would only
 # slow these subprocesses down
+COMPAT_PY = os.path.join(
+    os.path.dirname(__file__), os.pardir, "clipbranches_widget", "engine", "torch_compat.py"
+)
 LOAD_COMPAT = f"""
 import importlib.util
-spec = importlib.util.spec_from_file_location(
-    "torch_compat", {os.path.join(os.path.dirname(__file__), os.pardir, "clipbranches_widget",
-                                  "engine", "torch_compat.py")!r})
+spec = importlib.util.spec_from_file_location("torch_compat", {COMPAT_PY!r})
 torch_compat = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(torch_compat)
 ensure_torchvision = torch_compat.ensure_torchvision
@@ -179,13 +192,16 @@ ensure_torchvision = torch_compat.ensure_torchvision
 def test_torchvision_fix_makes_torchvision_importable():
     # the oracle: does torchvision import natively in a fresh process?
     native = _run("import torchvision").returncode == 0
-    r = _run(prefix=LOAD_COMPAT, code="""
+    r = _run(
+        prefix=LOAD_COMPAT,
+        code="""
         first = ensure_torchvision()
         second = ensure_torchvision()
         from torchvision import transforms
         transforms.Normalize((0.5,), (0.5,))
         print(first, second)
-    """)
+    """,
+    )
     assert r.returncode == 0, r.stderr
     expected = "False False" if native else "True True"
     assert r.stdout.split() == expected.split()
@@ -196,12 +212,17 @@ def test_torchvision_fix_does_nothing_where_torchvision_imports(tmp_path):
     fake = tmp_path / "torchvision"
     fake.mkdir()
     (fake / "__init__.py").write_text("NATIVE = True\n")
-    r = _run(prefix=LOAD_COMPAT, code="""
+    r = _run(
+        prefix=LOAD_COMPAT,
+        code="""
         import sys
         print(torch_compat.ensure_torchvision())
         import torchvision
         print(torchvision.NATIVE, torch_compat._library is None, "torch" in sys.modules)
-    """, env_extra={"PYTHONPATH": f"{tmp_path}{os.pathsep}{os.getcwd()}"}, cwd=tmp_path)
+    """,
+        env_extra={"PYTHONPATH": f"{tmp_path}{os.pathsep}{os.getcwd()}"},
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["False", "True", "True", "False"]
 
@@ -210,9 +231,14 @@ def test_torchvision_fix_reraises_unrelated_errors(tmp_path):
     fake = tmp_path / "torchvision"
     fake.mkdir()
     (fake / "__init__.py").write_text("raise RuntimeError('something else broke')\n")
-    r = _run(prefix=LOAD_COMPAT, code="""
+    r = _run(
+        prefix=LOAD_COMPAT,
+        code="""
         ensure_torchvision()
-    """, env_extra={"PYTHONPATH": f"{tmp_path}{os.pathsep}{os.getcwd()}"}, cwd=tmp_path)
+    """,
+        env_extra={"PYTHONPATH": f"{tmp_path}{os.pathsep}{os.getcwd()}"},
+        cwd=tmp_path,
+    )
     assert r.returncode != 0 and "something else broke" in r.stderr
 
 
@@ -229,8 +255,9 @@ def test_images_by_url(embedder, tmp_path):
     try:
         base = f"http://127.0.0.1:{server.server_address[1]}"
         urls = [f"{base}/{os.path.basename(p)}" for p in paths]
-        np.testing.assert_allclose(embedder.embed_images(urls), embedder.embed_images(paths),
-                                   atol=1e-6)
+        np.testing.assert_allclose(
+            embedder.embed_images(urls), embedder.embed_images(paths), atol=1e-6
+        )
         with pytest.raises(ImageReadError, match="missing.png: HTTPError: HTTP Error 404"):
             embedder.embed_images([f"{base}/missing.png"])
     finally:

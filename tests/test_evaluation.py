@@ -27,6 +27,7 @@ def blobs(n_per=(100, 300), d=16, random_state=0):
 
 # --- metrics, checked against hand-computed values ---
 
+
 def test_prf_by_hand():
     truth = np.zeros(10, bool)
     truth[[0, 1, 2, 3]] = True
@@ -54,10 +55,32 @@ def test_knn_curve_by_hand():
 def test_positives_to_beat_by_hand():
     rows = []
     for rnd, (pos, f1, knn) in enumerate([(10, 0.2, 0.3), (25, 0.5, 0.4), (40, 0.6, 0.7)], 1):
-        rows.append({"dataset": "d", "codes": "pca", "learner": "x", "class": "c", "seed": 0,
-                     "round": rnd, "positives": pos, "f1": f1, "knn_set_f1": knn})
-        rows.append({"dataset": "d", "codes": "pca", "learner": "x", "class": "c", "seed": 1,
-                     "round": rnd, "positives": pos, "f1": 0.1, "knn_set_f1": knn})
+        rows.append(
+            {
+                "dataset": "d",
+                "codes": "pca",
+                "learner": "x",
+                "class": "c",
+                "seed": 0,
+                "round": rnd,
+                "positives": pos,
+                "f1": f1,
+                "knn_set_f1": knn,
+            }
+        )
+        rows.append(
+            {
+                "dataset": "d",
+                "codes": "pca",
+                "learner": "x",
+                "class": "c",
+                "seed": 1,
+                "round": rnd,
+                "positives": pos,
+                "f1": 0.1,
+                "knn_set_f1": knn,
+            }
+        )
     got = ev.positives_to_beat(pd.DataFrame(rows), "knn_set_f1")
     assert got.loc[("d", "pca", "x", "c", 0)] == 25  # first round that beats k-NN
     assert np.isnan(got.loc[("d", "pca", "x", "c", 1)])  # never beat
@@ -65,12 +88,16 @@ def test_positives_to_beat_by_hand():
 
 # --- the simulated user ---
 
+
 def test_simulate_follows_the_protocol():
     data = blobs()
     cat = ev.make_catalogue(data)
-    learners = [ev.Learner("branches"), ev.Learner("logistic regression", "logreg"),
-                ev.Learner("branches 4-d", params={"feature_subsets": [(0, 1, 2, 3)]}),
-                ev.Learner("clicks", "labels")]
+    learners = [
+        ev.Learner("branches"),
+        ev.Learner("logistic regression", "logreg"),
+        ev.Learner("branches 4-d", params={"feature_subsets": [(0, 1, 2, 3)]}),
+        ev.Learner("clicks", "labels"),
+    ]
     rows = pd.DataFrame(ev.simulate(data, cat, 0, seed=3, learners=learners, rounds=3))
     assert len(rows) == 3 * len(learners)
     assert rows["labels"].tolist() == [60] * 4 + [120] * 4 + [180] * 4  # a page per round
@@ -127,6 +154,7 @@ def test_default_learner_is_the_sessions_refine():
 
 # --- codes ---
 
+
 def test_global_quantizer_is_the_reference_formula():
     rng = np.random.default_rng(0)
     X = rng.standard_normal((300, 40)).astype(np.float32)
@@ -159,9 +187,11 @@ def test_global_codes_use_less_of_the_range_than_pca_codes():
 
 # --- data sets and user files ---
 
+
 def test_synthetic_modes_make_knn_incomplete():
-    data = ev.synthetic_modes_set(n_concepts=3, modes=4, per_mode=50, n_other=600,
-                                  other_clusters=20, d=64, rank=24)
+    data = ev.synthetic_modes_set(
+        n_concepts=3, modes=4, per_mode=50, n_other=600, other_clusters=20, d=64, rank=24
+    )
     assert data.class_sizes().tolist() == [200, 200, 200] and (data.y == -1).sum() == 600
     truth = data.y == 0
     order, tp = ev.knn_curve(data.X, data.X[np.flatnonzero(truth)[0]], truth)
@@ -182,8 +212,9 @@ def test_load_labelled_file(tmp_path):
     b = ev.load_labelled_file(tmp_path / "x.npy", tmp_path / "y.csv")
     assert np.array_equal(a.y, b.y) and np.allclose(a.X, b.X)
     q = rng.standard_normal((2, 5)).astype(np.float32)
-    np.savez(tmp_path / "c.npz", X=X, y=np.arange(30) % 2, queries=q,
-             class_names=np.array(["a", "b"]))
+    np.savez(
+        tmp_path / "c.npz", X=X, y=np.arange(30) % 2, queries=q, class_names=np.array(["a", "b"])
+    )
     c = ev.load_labelled_file(tmp_path / "c.npz")
     assert c.queries.shape == (2, 5) and c.class_names == ["a", "b"]
     with pytest.raises(ValueError, match="labels file"):
@@ -195,6 +226,7 @@ def test_load_labelled_file(tmp_path):
 
 # --- the one command, tiny ---
 
+
 def _quality_module():
     spec = importlib.util.spec_from_file_location("quality", ROOT / "benchmarks" / "quality.py")
     mod = importlib.util.module_from_spec(spec)
@@ -204,8 +236,9 @@ def _quality_module():
 
 def test_quality_command_quick(tmp_path):
     quality = _quality_module()
-    (tmp_path / "EVALUATION.md").write_text("# Mine\n\nkept text\n\n<!-- quality:begin -->\nold"
-                                            "\n<!-- quality:end -->\ntrailer\n")
+    (tmp_path / "EVALUATION.md").write_text(
+        "# Mine\n\nkept text\n\n<!-- quality:begin -->\nold\n<!-- quality:end -->\ntrailer\n"
+    )
     assert quality.main(["--quick", "--jobs", "1", "--out", str(tmp_path)]) == 0
     text = (tmp_path / "EVALUATION.md").read_text()
     assert text.startswith("# Mine\n\nkept text") and text.rstrip().endswith("trailer")
@@ -228,8 +261,9 @@ def test_no_positive_yet_means_no_refine():
     queries = np.stack([data.X[data.y == 1].mean(0), data.X[data.y == 1].mean(0)])
     data = ev.LabelledSet("blobs", data.X, data.y, ["a", "b"], queries=queries)
     cat = ev.make_catalogue(data)
-    rows = pd.DataFrame(ev.simulate(data, cat, 0, seed=0, learners=[ev.Learner("branches")],
-                                    rounds=2))
+    rows = pd.DataFrame(
+        ev.simulate(data, cat, 0, seed=0, learners=[ev.Learner("branches")], rounds=2)
+    )
     assert rows["query"].tolist() == ["text", "text"]
     assert rows["positives"].tolist() == [0, 0] and rows["labels"].tolist() == [60, 120]
     assert (rows["size"] == 0).all() and (rows["f1"] == 0).all()
@@ -238,12 +272,32 @@ def test_no_positive_yet_means_no_refine():
 def test_quality_command_codes_and_learners(tmp_path):
     """--codes picks the variants (the first is the main one), --learners the learners."""
     quality = _quality_module()
-    assert quality.main(["--quick", "--jobs", "1", "--out", str(tmp_path), "--classes", "1",
-                         "--codes", "global", "pca", "--learners", "branches",
-                         "logistic regression"]) == 0
+    assert (
+        quality.main(
+            [
+                "--quick",
+                "--jobs",
+                "1",
+                "--out",
+                str(tmp_path),
+                "--classes",
+                "1",
+                "--codes",
+                "global",
+                "pca",
+                "--learners",
+                "branches",
+                "logistic regression",
+            ]
+        )
+        == 0
+    )
     df = pd.read_csv(tmp_path / "docs" / "quality-results.csv.gz")
     assert set(zip(df["codes"], df["learner"])) == {
-        ("global", "branches"), ("global", "logistic regression"), ("pca", "branches")}
+        ("global", "branches"),
+        ("global", "logistic regression"),
+        ("pca", "branches"),
+    }
     text = (tmp_path / "EVALUATION.md").read_text()
     assert "after the last round (global codes)" in text
     with pytest.raises(SystemExit, match="unknown"):
@@ -255,8 +309,22 @@ def test_quality_command_on_a_user_file(tmp_path):
     data = blobs(n_per=(120, 200))
     np.savez(tmp_path / "mine.npz", embeddings=data.X, labels=np.array(["x", "y"])[data.y])
     quality = _quality_module()
-    assert quality.main(["--quick", "--jobs", "1", "--out", str(tmp_path / "out"),
-                         "--data", str(tmp_path / "mine.npz"), "--codes", "pca"]) == 0
+    assert (
+        quality.main(
+            [
+                "--quick",
+                "--jobs",
+                "1",
+                "--out",
+                str(tmp_path / "out"),
+                "--data",
+                str(tmp_path / "mine.npz"),
+                "--codes",
+                "pca",
+            ]
+        )
+        == 0
+    )
     df = pd.read_csv(tmp_path / "out" / "docs" / "quality-results.csv.gz")
     assert set(df["dataset"]) == {"mine"} and set(df["class"]) == {"x", "y"}
     assert (df["knn_class_f1"] == 1.0).all()  # separable blobs: k-NN at the class size is exact

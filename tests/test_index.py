@@ -13,6 +13,7 @@ from clipbranches_widget.engine.catalogue import Catalogue
 from clipbranches_widget.engine.compress import Compressor
 from clipbranches_widget.engine.index import BoxIndex, _design_slots
 from clipbranches_widget.engine.scan import scan
+
 from twins import votes_twin
 
 SUBSETS = default_feature_subsets(32)
@@ -49,6 +50,7 @@ def assert_same(idx, codes, boxes, path):
 @pytest.fixture(scope="module")
 def clustered_index():
     from clipbranches_widget.engine.synthetic import clustered_codes
+
     codes, _, _ = clustered_codes(30_011, spread=6.0, random_state=3)
     return codes, BoxIndex.build(codes, block_size=32, progress=False)
 
@@ -96,13 +98,13 @@ def test_adversarial_boxes(rng):
     idx = BoxIndex.build(codes, block_size=8, progress=False)
     s4, s6, s8 = SUBSETS[0], SUBSETS[64], SUBSETS[100]
     bounds = [
-        {j: (0, 0) for j in s4},                 # at 0
-        {j: (255, 255) for j in s6},             # at 255
-        {j: (0, 255) for j in s8},               # covers everything
-        {s4[0]: (10, 9), s4[1]: (0, 255)},       # empty (lower > upper), on part of a subset
+        {j: (0, 0) for j in s4},  # at 0
+        {j: (255, 255) for j in s6},  # at 255
+        {j: (0, 255) for j in s8},  # covers everything
+        {s4[0]: (10, 9), s4[1]: (0, 255)},  # empty (lower > upper), on part of a subset
         {j: (int(codes[400, j]), int(codes[400, j])) for j in s6},  # the duplicates exactly
-        {},                                      # no constraint at all: every item
-        {j: (0, 0) for j in s4},                 # a duplicate box: two votes each
+        {},  # no constraint at all: every item
+        {j: (0, 0) for j in s4},  # a duplicate box: two votes each
     ]
     boxes = Boxes.from_bounds(bounds, 32)
     for path in ("index", "auto", "scan"):
@@ -157,11 +159,13 @@ def test_order_sorts_by_cell(monkeypatch, two_level):
     idx = BoxIndex.build(codes, subsets=[(1, 4, 9)], block_size=10, progress=False)
     assert idx.cell_ptr[1] - 1 > 4 * index_mod._BUCKETS
     k = 3
-    keys = sum(idx.slots[0, t, codes[:, j]].astype(np.int64) * idx.strides[0, t]
-               for t, j in enumerate((1, 4, 9)))
+    keys = sum(
+        idx.slots[0, t, codes[:, j]].astype(np.int64) * idx.strides[0, t]
+        for t, j in enumerate((1, 4, 9))
+    )
     order = np.asarray(idx.order[0])
     np.testing.assert_array_equal(order, np.argsort(keys, kind="stable"))
-    off = np.asarray(idx.offsets[idx.cell_ptr[0]:idx.cell_ptr[1]])
+    off = np.asarray(idx.offsets[idx.cell_ptr[0] : idx.cell_ptr[1]])
     np.testing.assert_array_equal(np.diff(off), np.bincount(keys, minlength=off.shape[0] - 1))
     assert k == int(idx.ksize[0])
 
@@ -190,11 +194,11 @@ def test_plan_box_twin():
     inside = np.all((codes[:, [2, 5]] >= lo) & (codes[:, [2, 5]] <= hi), axis=1)
     listed = np.concatenate([order[a:b] for a, b, f in zip(rs, re, rf) if f])
     checked = np.concatenate([order[a:b] for a, b, f in zip(rs, re, rf) if not f])
-    assert inside[listed].all()                       # full cells hold only matches
+    assert inside[listed].all()  # full cells hold only matches
     covered = np.zeros(len(codes), bool)
     covered[listed] = True
     covered[checked] = True
-    assert covered[inside].all()                      # no match is outside the runs
+    assert covered[inside].all()  # no match is outside the runs
     assert stats[0, 2] == listed.shape[0] and stats[0, 3] == checked.shape[0]
     assert listed.shape[0] > 0 and not covered.all()
 
@@ -338,9 +342,11 @@ def test_serial_and_parallel_kernels_do_not_share_a_cache_entry(clustered_index)
     codes, idx = clustered_index
     boxes = subset_boxes(np.random.default_rng(3), 4, width=(20, 60))
     idx.search(boxes, path="index")  # compiles (or loads) the kernels in use
-    pairs = [(index_mod._collect, index_mod._collect_serial),
-             (index_mod._nonzero_counts, index_mod._nonzero_counts_serial),
-             (index_mod._nonzero_gather, index_mod._nonzero_gather_serial)]
+    pairs = [
+        (index_mod._collect, index_mod._collect_serial),
+        (index_mod._nonzero_counts, index_mod._nonzero_counts_serial),
+        (index_mod._nonzero_gather, index_mod._nonzero_gather_serial),
+    ]
     for par, ser in pairs:
         assert par.targetoptions.get("parallel") and not ser.targetoptions.get("parallel")
         assert par.py_func.__qualname__ != ser.py_func.__qualname__

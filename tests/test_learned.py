@@ -12,13 +12,19 @@ from sklearn.exceptions import NotFittedError
 
 from clipbranches_widget import Catalogue, Session
 from clipbranches_widget.engine import quantize as q8
-from clipbranches_widget.engine.compress import (Compressor, compressor_from_dict, is_fitted,
-                                                 load_compressor, make_compressor,
-                                                 save_compressor)
+from clipbranches_widget.engine.compress import (
+    Compressor,
+    compressor_from_dict,
+    is_fitted,
+    load_compressor,
+    make_compressor,
+    save_compressor,
+)
 from clipbranches_widget.engine.learned import LearnedCompressor
 
-SMALL = dict(n_components=8, hidden=16, anchors=16, pool=64, max_epochs=3, steps_per_epoch=4,
-             progress=False)
+SMALL = dict(
+    n_components=8, hidden=16, anchors=16, pool=64, max_epochs=3, steps_per_epoch=4, progress=False
+)
 
 
 def clustered_embeddings(n=240, d=40, k=6, seed=0):
@@ -50,8 +56,9 @@ def test_shapes_dtypes_and_unit_outputs(fitted, data):
     back = fitted.dequantize(codes)
     # bin centres: within half a bin of the float outputs (inside the quantile range)
     inside = (z >= fitted.low_) & (z <= fitted.low_ + 255 / fitted.scale_)
-    assert np.all(np.abs(back - z)[inside] <= (0.5 / fitted.scale_ + 1e-6)[None, :].repeat(
-        len(X), 0)[inside])
+    assert np.all(
+        np.abs(back - z)[inside] <= (0.5 / fitted.scale_ + 1e-6)[None, :].repeat(len(X), 0)[inside]
+    )
     assert fitted.inverse_transform(codes).shape == X.shape
     assert fitted.project(X[:0]).shape == (0, 8)
     assert is_fitted(fitted) and not is_fitted(LearnedCompressor())
@@ -94,8 +101,9 @@ def test_zero_epochs_is_the_normalised_pca_start(data):
     X = data[0]
     c = LearnedCompressor(**{**SMALL, "max_epochs": 0}).fit(X)
     z = Compressor(8).fit(X).project(X)
-    np.testing.assert_allclose(c.project(X), z / np.linalg.norm(z, axis=1, keepdims=True),
-                               atol=1e-4)
+    np.testing.assert_allclose(
+        c.project(X), z / np.linalg.norm(z, axis=1, keepdims=True), atol=1e-4
+    )
     assert [h["epoch"] for h in c.history_] == [-1]
 
 
@@ -135,8 +143,10 @@ def test_to_dict_from_dict_round_trip(fitted, data):
     back = compressor_from_dict(d)
     assert isinstance(back, LearnedCompressor)
     np.testing.assert_array_equal(back.transform(X), fitted.transform(X))
-    np.testing.assert_array_equal(back.inverse_transform(fitted.transform(X[:5])),
-                                  fitted.inverse_transform(fitted.transform(X[:5])))
+    np.testing.assert_array_equal(
+        back.inverse_transform(fitted.transform(X[:5])),
+        fitted.inverse_transform(fitted.transform(X[:5])),
+    )
     assert back.get_params() == fitted.get_params()
 
 
@@ -148,8 +158,9 @@ def test_global_quantisation_option(data):
     # the reference's map on unit vectors leaves most of 0..255 unused
     assert g.transform(X).max() - g.transform(X).min() < 255
     # dequantisation returns the bin centres of the truncation
-    np.testing.assert_allclose(g.dequantize(np.array([[128] * 8], np.uint8)),
-                               0.5 / 127.5, atol=1e-6)
+    np.testing.assert_allclose(
+        g.dequantize(np.array([[128] * 8], np.uint8)), 0.5 / 127.5, atol=1e-6
+    )
 
 
 def test_quantize_module_matches_compressor(data):
@@ -247,21 +258,29 @@ def test_catalogue_from_embeddings_save_open_and_session(fitted, data, tmp_path)
 
 
 def test_build_with_learned_compressor(tmp_path):
-    from clipbranches_widget.engine.embed import ClipEmbedder, register_tiny_model
     from test_embed import write_images
+
+    from clipbranches_widget.engine.embed import ClipEmbedder, register_tiny_model
 
     embedder = ClipEmbedder(register_tiny_model(), None, batch_size=8, num_workers=1)
     root = tmp_path / "photos"
     write_images(root, 24, seed=5)
-    cat = Catalogue.build(root, out=tmp_path / "cat", embedder=embedder, progress=False,
-                          compressor=LearnedCompressor(**SMALL))
+    cat = Catalogue.build(
+        root,
+        out=tmp_path / "cat",
+        embedder=embedder,
+        progress=False,
+        compressor=LearnedCompressor(**SMALL),
+    )
     assert cat.codes.shape == (24, 8) and isinstance(cat.compressor, LearnedCompressor)
     manifest = json.loads((tmp_path / "cat" / "manifest.json").read_text())
     assert manifest["compressor"]["kind"] == "learned"
     X = np.asarray(cat.embeddings, np.float32)
     again = Catalogue.open(tmp_path / "cat")
-    np.testing.assert_array_equal(np.asarray(again.codes), again.compressor.transform(
-        embedder.embed_images(list(again.uris), batch_size=8)))
+    np.testing.assert_array_equal(
+        np.asarray(again.codes),
+        again.compressor.transform(embedder.embed_images(list(again.uris), batch_size=8)),
+    )
     assert again.compressor.to_dict() == cat.compressor.to_dict()
     assert X.shape[0] == 24
     # the text head maps the CLIP text space into the same codes
@@ -275,12 +294,14 @@ def test_package_import_and_learned_inference_do_not_import_torch(fitted, data, 
     save_compressor(fitted, path)
     np.save(tmp_path / "X.npy", data[0][:5])
     np.save(tmp_path / "codes.npy", fitted.transform(data[0][:5]))
-    code = ("import sys, numpy as np, clipbranches_widget; "
-            "from clipbranches_widget.engine.compress import load_compressor; "
-            f"c = load_compressor({str(path)!r}); "
-            f"X = np.load({str(tmp_path / 'X.npy')!r}); "
-            f"assert (c.transform(X) == np.load({str(tmp_path / 'codes.npy')!r})).all(); "
-            "assert 'torch' not in sys.modules, 'torch imported'")
+    code = (
+        "import sys, numpy as np, clipbranches_widget; "
+        "from clipbranches_widget.engine.compress import load_compressor; "
+        f"c = load_compressor({str(path)!r}); "
+        f"X = np.load({str(tmp_path / 'X.npy')!r}); "
+        f"assert (c.transform(X) == np.load({str(tmp_path / 'codes.npy')!r})).all(); "
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -300,9 +321,11 @@ def test_session_ranks_a_text_query_through_the_text_head(tmp_path):
     cat = Catalogue.from_embeddings(X, compressor=head, embedder=embedder)
     s = Session(cat, k=10, n_background=20)
     s.search("a photo of a bus")
-    np.testing.assert_allclose(s._reference(), head.project_text(s.query_vector[None])[0],
-                               rtol=1e-6)
-    assert not np.allclose(head.project_text(s.query_vector[None]),
-                           head.project(s.query_vector[None]))
+    np.testing.assert_allclose(
+        s._reference(), head.project_text(s.query_vector[None])[0], rtol=1e-6
+    )
+    assert not np.allclose(
+        head.project_text(s.query_vector[None]), head.project(s.query_vector[None])
+    )
     s.search(np.array([3, 4]))
     np.testing.assert_allclose(s._reference(), head.project(s.query_vector[None])[0], rtol=1e-6)

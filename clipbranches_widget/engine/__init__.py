@@ -9,5 +9,15 @@ from .learned import LearnedCompressor  # numpy at import; torch only inside fit
 from .scan import ScanResult, scan
 from .seed import KnnSeeder
 
-__all__ = ["BoxIndex", "Boxes", "Catalogue", "Compressor", "DecisionBranchesClassifier",
-           "KnnSeeder", "LearnedCompressor", "ScanResult", "default_feature_subsets", "scan"]
+__all__ = [
+    "BoxIndex",
+    "Boxes",
+    "Catalogue",
+    "Compressor",
+    "DecisionBranchesClassifier",
+    "KnnSeeder",
+    "LearnedCompressor",
+    "ScanResult",
+    "default_feature_subsets",
+    "scan",
+]

@@ -30,18 +30,23 @@ class Boxes:
         lower = np.asarray(lower)
         upper = np.asarray(upper)
         if lower.dtype != np.uint8 or upper.dtype != np.uint8:
-            raise TypeError(f"Boxes: expected uint8 lower/upper bounds, got "
-                            f"{lower.dtype} and {upper.dtype}")
+            raise TypeError(
+                f"Boxes: expected uint8 lower/upper bounds, got {lower.dtype} and {upper.dtype}"
+            )
         if lower.ndim != 2 or lower.shape != upper.shape:
-            raise ValueError(f"Boxes: expected lower and upper of the same (m, d) shape, "
-                             f"got {lower.shape} and {upper.shape}")
+            raise ValueError(
+                f"Boxes: expected lower and upper of the same (m, d) shape, "
+                f"got {lower.shape} and {upper.shape}"
+            )
         dims = tuple(tuple(int(j) for j in dd) for dd in dims)
         if len(dims) != lower.shape[0]:
             raise ValueError(f"Boxes: expected {lower.shape[0]} dimension tuples, got {len(dims)}")
         d = lower.shape[1]
         for b, dd in enumerate(dims):
             if any(j < 0 or j >= d for j in dd):
-                raise ValueError(f"Boxes: box {b} names dimensions {dd}, expected values in 0..{d - 1}")
+                raise ValueError(
+                    f"Boxes: box {b} names dimensions {dd}, expected values in 0..{d - 1}"
+                )
             free = np.ones(d, bool)
             free[list(dd)] = False
             if (lower[b, free] != 0).any() or (upper[b, free] != 255).any():
@@ -51,13 +56,13 @@ class Boxes:
         self.dims = dims
 
     @classmethod
-    def empty(cls, n_features: int = 32) -> "Boxes":
+    def empty(cls, n_features: int = 32) -> Boxes:
         """A model with no boxes: it matches nothing."""
         z = np.zeros((0, n_features), np.uint8)
         return cls(z, z.copy(), ())
 
     @classmethod
-    def from_bounds(cls, boxes, n_features: int = 32) -> "Boxes":
+    def from_bounds(cls, boxes, n_features: int = 32) -> Boxes:
         """Build from ``[{dim: (lo, hi), ...}, ...]`` (one mapping per box)."""
         m = len(boxes)
         lower = np.zeros((m, n_features), np.uint8)
@@ -66,8 +71,9 @@ class Boxes:
         for b, box in enumerate(boxes):
             for j, (lo, hi) in box.items():
                 if not (0 <= lo <= 255 and 0 <= hi <= 255):
-                    raise ValueError(f"Boxes: box {b} dim {j}: expected bounds in 0..255, "
-                                     f"got ({lo}, {hi})")
+                    raise ValueError(
+                        f"Boxes: box {b} dim {j}: expected bounds in 0..255, got ({lo}, {hi})"
+                    )
                 lower[b, int(j)] = lo
                 upper[b, int(j)] = hi
             dims.append(tuple(sorted(int(j) for j in box)))
@@ -88,9 +94,12 @@ class Boxes:
         return f"Boxes(n_boxes={self.n_boxes}, n_features={self.n_features})"
 
     def __eq__(self, other) -> bool:
-        return (isinstance(other, Boxes) and self.dims == other.dims
-                and np.array_equal(self.lower, other.lower)
-                and np.array_equal(self.upper, other.upper))
+        return (
+            isinstance(other, Boxes)
+            and self.dims == other.dims
+            and np.array_equal(self.lower, other.lower)
+            and np.array_equal(self.upper, other.upper)
+        )
 
     def bounds(self, b: int) -> dict[int, tuple[int, int]]:
         """``{dim: (lo, hi)}`` of box ``b``."""
@@ -117,28 +126,40 @@ class Boxes:
         return {
             "n_features": self.n_features,
             "boxes": [
-                {"dims": list(dd),
-                 "lower": [int(self.lower[b, j]) for j in dd],
-                 "upper": [int(self.upper[b, j]) for j in dd]}
+                {
+                    "dims": list(dd),
+                    "lower": [int(self.lower[b, j]) for j in dd],
+                    "upper": [int(self.upper[b, j]) for j in dd],
+                }
                 for b, dd in enumerate(self.dims)
             ],
         }
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Boxes":
+    def from_dict(cls, data: dict) -> Boxes:
         try:
             n_features = int(data["n_features"])
-            boxes = [dict(zip(box["dims"], zip(box["lower"], box["upper"])))
-                     for box in data["boxes"]]
+            boxes = [
+                dict(zip(box["dims"], zip(box["lower"], box["upper"]))) for box in data["boxes"]
+            ]
         except (KeyError, TypeError) as exc:
-            raise ValueError("Boxes.from_dict: expected {'n_features': int, 'boxes': "
-                             "[{'dims': [...], 'lower': [...], 'upper': [...]}, ...]}, "
-                             f"got keys {sorted(data) if isinstance(data, dict) else type(data).__name__}") from exc
+            raise ValueError(
+                "Boxes.from_dict: expected {'n_features': int, 'boxes': "
+                "[{'dims': [...], 'lower': [...], 'upper': [...]}, ...]}, "
+                f"got keys {sorted(data) if isinstance(data, dict) else type(data).__name__}"
+            ) from exc
         return cls.from_bounds(boxes, n_features)
 
-    def to_sql(self, table="catalogue", *, columns=None, id_column: str = "id",
-               select: tuple[str, ...] = (), dialect: str = "ansi",
-               order: str | None = "votes") -> str:
+    def to_sql(
+        self,
+        table="catalogue",
+        *,
+        columns=None,
+        id_column: str = "id",
+        select: tuple[str, ...] = (),
+        dialect: str = "ansi",
+        order: str | None = "votes",
+    ) -> str:
         """A SQL query returning every matching row with its votes, ranked.
 
         One ``BETWEEN`` group per box in the ``WHERE`` clause; votes are a sum of
@@ -148,11 +169,20 @@ class Boxes:
         id), "id", or None. ``Boxes.from_sql`` reads the text back.
         """
         from .sql import boxes_to_sql  # local: keeps this module dependency-free
-        return boxes_to_sql(self, table, columns=columns, id_column=id_column, select=select,
-                            dialect=dialect, order=order)
+
+        return boxes_to_sql(
+            self,
+            table,
+            columns=columns,
+            id_column=id_column,
+            select=select,
+            dialect=dialect,
+            order=order,
+        )
 
     @classmethod
-    def from_sql(cls, sql: str, *, columns=None, n_features: int | None = None) -> "Boxes":
+    def from_sql(cls, sql: str, *, columns=None, n_features: int | None = None) -> Boxes:
         """Parse a query written by ``to_sql`` (any dialect) back into ``Boxes``."""
         from .sql import boxes_from_sql
+
         return boxes_from_sql(sql, columns=columns, n_features=n_features)

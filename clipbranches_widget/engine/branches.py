@@ -35,8 +35,9 @@ __all__ = ["DecisionBranchesClassifier", "default_feature_subsets"]
 log = logging.getLogger(__name__)
 
 
-def default_feature_subsets(n_features: int = 32, sizes=((64, 4), (32, 6), (8, 8)),
-                            seed: int = 0) -> list[tuple[int, ...]]:
+def default_feature_subsets(
+    n_features: int = 32, sizes=((64, 4), (32, 6), (8, 8)), seed: int = 0
+) -> list[tuple[int, ...]]:
     """The paper's deployment: 64 subsets of 4 dims, 32 of 6, 8 of 8.
 
     Drawn with a fixed seed so that catalogue indexes, built once per subset,
@@ -206,8 +207,9 @@ def grow_box(X, y, w, seed, dims, params, half_range, prior_sigma, lo, hi):
             cur_hi[t] = max(cur_hi[t], v)
             s = np.int64(X[seed, dims[t]])
             radius = max(radius, max(s - cur_lo[t], cur_hi[t] - s))
-        wp, wn, n_hard = _weights_inside(X, y, w, dims, order, dist, radius, cur_lo, cur_hi,
-                                         params[3])
+        wp, wn, n_hard = _weights_inside(
+            X, y, w, dims, order, dist, radius, cur_lo, cur_hi, params[3]
+        )
         if n_hard > 0:
             break  # never grow over an explicit negative
         g = _split_gini(wp, wn, wp_tot, wn_tot)
@@ -217,8 +219,9 @@ def grow_box(X, y, w, seed, dims, params, half_range, prior_sigma, lo, hi):
             best_hi[:] = cur_hi
             best_q = q
             best_pos = absorbed
-    final_lo, final_hi = _add_margin(X, y, w, dims, best_lo, best_hi, best_pos, params,
-                                     half_range, prior_sigma)
+    final_lo, final_hi = _add_margin(
+        X, y, w, dims, best_lo, best_hi, best_pos, params, half_range, prior_sigma
+    )
     for t in range(k):
         lo[t] = final_lo[t]
         hi[t] = final_hi[t]
@@ -230,8 +233,9 @@ def grow_boxes(X, y, w, seed, subsets, sizes, params, half_range, prior_sigma, l
     """``grow_box`` on every subset in parallel (subsets padded with -1)."""
     for s in prange(subsets.shape[0]):
         k = sizes[s]
-        scores[s] = grow_box(X, y, w, seed, subsets[s, :k], params, half_range, prior_sigma,
-                             lo[s, :k], hi[s, :k])
+        scores[s] = grow_box(
+            X, y, w, seed, subsets[s, :k], params, half_range, prior_sigma, lo[s, :k], hi[s, :k]
+        )
 
 
 def expected_half_range(n_max: int = 1024) -> np.ndarray:
@@ -300,9 +304,22 @@ class DecisionBranchesClassifier(ClassifierMixin, BaseEstimator):
     box_scores_ : (m,) weighted Gini of each box on the training data
     """
 
-    def __init__(self, *, max_boxes=30, feature_subsets="paper", max_subsets_per_box=None,
-                 margin=2.5, min_margin=2, prior_spread=0.1, min_pts="auto", cap_weight=1.0,
-                 class_weight=None, max_failures=5, random_state=None, n_jobs=None):
+    def __init__(
+        self,
+        *,
+        max_boxes=30,
+        feature_subsets="paper",
+        max_subsets_per_box=None,
+        margin=2.5,
+        min_margin=2,
+        prior_spread=0.1,
+        min_pts="auto",
+        cap_weight=1.0,
+        class_weight=None,
+        max_failures=5,
+        random_state=None,
+        n_jobs=None,
+    ):
         self.max_boxes = max_boxes
         self.feature_subsets = feature_subsets
         self.max_subsets_per_box = max_subsets_per_box
@@ -319,14 +336,19 @@ class DecisionBranchesClassifier(ClassifierMixin, BaseEstimator):
     def _subsets(self, d):
         if isinstance(self.feature_subsets, str):
             if self.feature_subsets != "paper":
-                raise ValueError(f"feature_subsets: expected 'paper' or a list of dimension "
-                                 f"tuples, got {self.feature_subsets!r}")
+                raise ValueError(
+                    f"feature_subsets: expected 'paper' or a list of dimension "
+                    f"tuples, got {self.feature_subsets!r}"
+                )
             return default_feature_subsets(d)
         subsets = [tuple(int(j) for j in s) for s in self.feature_subsets]
-        if not subsets or any(not s or min(s) < 0 or max(s) >= d or len(set(s)) != len(s)
-                              for s in subsets):
-            raise ValueError(f"feature_subsets: expected non-empty tuples of distinct "
-                             f"dimensions in 0..{d - 1}, got {self.feature_subsets!r}")
+        if not subsets or any(
+            not s or min(s) < 0 or max(s) >= d or len(set(s)) != len(s) for s in subsets
+        ):
+            raise ValueError(
+                f"feature_subsets: expected non-empty tuples of distinct "
+                f"dimensions in 0..{d - 1}, got {self.feature_subsets!r}"
+            )
         return subsets
 
     def fit(self, X, y, sample_weight=None):
@@ -338,7 +360,9 @@ class DecisionBranchesClassifier(ClassifierMixin, BaseEstimator):
         if self.max_boxes < 1:
             raise ValueError(f"max_boxes: expected a positive integer, got {self.max_boxes}")
         if self.prior_spread < 0:
-            raise ValueError(f"prior_spread: expected a non-negative number, got {self.prior_spread}")
+            raise ValueError(
+                f"prior_spread: expected a non-negative number, got {self.prior_spread}"
+            )
         if self.margin < 0:
             raise ValueError(f"margin: expected a non-negative number, got {self.margin}")
         w = np.ones(n) if sample_weight is None else np.asarray(sample_weight, np.float64)
@@ -349,7 +373,9 @@ class DecisionBranchesClassifier(ClassifierMixin, BaseEstimator):
             n_neg = n - n_pos
             w = w * np.where(pos == 1, n / (2.0 * n_pos), n / (2.0 * max(n_neg, 1)))
         elif self.class_weight is not None:
-            raise ValueError(f"class_weight: expected None or 'balanced', got {self.class_weight!r}")
+            raise ValueError(
+                f"class_weight: expected None or 'balanced', got {self.class_weight!r}"
+            )
         subsets = self._subsets(d)
         self.feature_subsets_ = subsets
         self.n_features_in_ = d
@@ -372,11 +398,17 @@ class DecisionBranchesClassifier(ClassifierMixin, BaseEstimator):
         table = np.full((len(subsets), kmax), -1, np.int64)
         sizes = np.array([len(s) for s in subsets], np.int64)
         for s, dims in enumerate(subsets):
-            table[s, :len(dims)] = dims
+            table[s, : len(dims)] = dims
         n_pos = int(y.sum())
         min_pts = min(10, max(3, n_pos)) if self.min_pts == "auto" else int(self.min_pts)
-        params = np.array([self.margin, self.min_margin, min_pts,
-                           np.inf if self.cap_weight is None else float(self.cap_weight)])
+        params = np.array(
+            [
+                self.margin,
+                self.min_margin,
+                min_pts,
+                np.inf if self.cap_weight is None else float(self.cap_weight),
+            ]
+        )
         # a lone positive's box: a fraction of the training data's spread
         prior_sigma = self.prior_spread * X.std(axis=0).astype(np.float64)
         active = np.arange(X.shape[0])
@@ -396,10 +428,26 @@ class DecisionBranchesClassifier(ClassifierMixin, BaseEstimator):
             lo = np.zeros((pick.size, kmax), np.uint8)
             hi = np.zeros((pick.size, kmax), np.uint8)
             sc = np.zeros(pick.size)
-            grow_boxes(Xa, ya, np.ascontiguousarray(w[active]), seed_local, table[pick],
-                       sizes[pick], params, _HALF_RANGE, prior_sigma, lo, hi, sc)
+            grow_boxes(
+                Xa,
+                ya,
+                np.ascontiguousarray(w[active]),
+                seed_local,
+                table[pick],
+                sizes[pick],
+                params,
+                _HALF_RANGE,
+                prior_sigma,
+                lo,
+                hi,
+                sc,
+            )
             # best Gini, ties to fewer dimensions, then to the earlier subset
-            best = int(np.lexsort((np.arange(pick.size), sizes[pick], np.round(np.minimum(sc, 2.0), 12)))[0])
+            best = int(
+                np.lexsort((np.arange(pick.size), sizes[pick], np.round(np.minimum(sc, 2.0), 12)))[
+                    0
+                ]
+            )
             k = int(sizes[pick[best]])
             dims = subsets[pick[best]]
             blo, bhi = lo[best, :k].copy(), hi[best, :k].copy()
@@ -432,4 +480,7 @@ class DecisionBranchesClassifier(ClassifierMixin, BaseEstimator):
     def _check_fitted(self):
         if not hasattr(self, "boxes_"):
             from sklearn.exceptions import NotFittedError
-            raise NotFittedError("DecisionBranchesClassifier is not fitted yet: call fit(codes, y) first")
+
+            raise NotFittedError(
+                "DecisionBranchesClassifier is not fitted yet: call fit(codes, y) first"
+            )

@@ -57,15 +57,27 @@ def _write_atomic(file: Path, write) -> None:
     os.replace(tmp, file)
 
 
-def embed_to_chunks(uris: list[str], work: Path, embedder, *, batch_size: int, chunk_size: int,
-                    progress: bool = True, callback=None, desc: str = "embedding") -> dict:
+def embed_to_chunks(
+    uris: list[str],
+    work: Path,
+    embedder,
+    *,
+    batch_size: int,
+    chunk_size: int,
+    progress: bool = True,
+    callback=None,
+    desc: str = "embedding",
+) -> dict:
     """Embed ``uris`` into chunk files under ``work``, skipping chunks already there.
 
     Returns a summary: images, embedded, failed, resumed (images found done),
     seconds, images_per_s, timings (decode wait vs model).
     """
-    settings = {"embedder": embedder.spec, "batch_size": int(batch_size),
-                "chunk_size": int(chunk_size)}
+    settings = {
+        "embedder": embedder.spec,
+        "batch_size": int(batch_size),
+        "chunk_size": int(chunk_size),
+    }
     state = _fingerprint(uris, settings)
     chunks = work / "chunks"
     state_file = work / STATE
@@ -74,8 +86,12 @@ def embed_to_chunks(uris: list[str], work: Path, embedder, *, batch_size: int, c
             previous = json.load(f)
         if previous != state:
             changed = sorted(k for k in state if previous.get(k) != state[k])
-            log.warning("the unfinished build in %s was for other inputs/settings (%s differ): "
-                        "starting over", work, ", ".join(changed))
+            log.warning(
+                "the unfinished build in %s was for other inputs/settings (%s differ): "
+                "starting over",
+                work,
+                ", ".join(changed),
+            )
             shutil.rmtree(work)
     chunks.mkdir(parents=True, exist_ok=True)
     if not state_file.exists():
@@ -86,13 +102,20 @@ def embed_to_chunks(uris: list[str], work: Path, embedder, *, batch_size: int, c
     done = [c for c in range(n_chunks) if (chunks / f"{c:06d}.json").exists()]
     resumed = sum(min(chunk_size, n - c * chunk_size) for c in done)
     if done:
-        log.info("resuming the build in %s: %d of %d chunks (%d images) already embedded",
-                 work, len(done), n_chunks, resumed)
+        log.info(
+            "resuming the build in %s: %d of %d chunks (%d images) already embedded",
+            work,
+            len(done),
+            n_chunks,
+            resumed,
+        )
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=n, initial=resumed, desc=desc, unit="img", smoothing=0.1, dynamic_ncols=True)
+        bar = tqdm(
+            total=n, initial=resumed, desc=desc, unit="img", smoothing=0.1, dynamic_ncols=True
+        )
     timings: dict = {}
     t0 = time.perf_counter()
     finished = resumed
@@ -103,8 +126,9 @@ def embed_to_chunks(uris: list[str], work: Path, embedder, *, batch_size: int, c
                 continue
             lo, hi = c * chunk_size, min(n, (c + 1) * chunk_size)
             positions, blocks, failed = [], [], []
-            for pos, X, bad in embedder.iter_batches(uris[lo:hi], batch_size=batch_size,
-                                                     timings=timings):
+            for pos, X, bad in embedder.iter_batches(
+                uris[lo:hi], batch_size=batch_size, timings=timings
+            ):
                 positions.append(pos)
                 blocks.append(X)
                 failed += [(int(p), e.reason) for p, e in bad]
@@ -125,9 +149,14 @@ def embed_to_chunks(uris: list[str], work: Path, embedder, *, batch_size: int, c
             bar.close()
     seconds = time.perf_counter() - t0
     embedded_now = finished - resumed
-    return {"images": n, "resumed": resumed, "seconds": seconds,
-            "images_per_s": embedded_now / seconds if seconds > 0 else float("nan"),
-            "timings": timings, "n_chunks": n_chunks}
+    return {
+        "images": n,
+        "resumed": resumed,
+        "seconds": seconds,
+        "images_per_s": embedded_now / seconds if seconds > 0 else float("nan"),
+        "timings": timings,
+        "n_chunks": n_chunks,
+    }
 
 
 def read_chunks(uris: list[str], work: Path, chunk_size: int):
@@ -138,8 +167,11 @@ def read_chunks(uris: list[str], work: Path, chunk_size: int):
             record = json.load(f)
         X = np.load(chunks / f"{c:06d}.npy")
         lo = c * chunk_size
-        yield (X, [uris[lo + p] for p in record["ok"]],
-               [(uris[lo + p], reason) for p, reason in record["failed"]])
+        yield (
+            X,
+            [uris[lo + p] for p in record["ok"]],
+            [(uris[lo + p], reason) for p, reason in record["failed"]],
+        )
 
 
 def _fit_sample(uris, work, chunk_size, compressor: Compressor, n_ok: int) -> np.ndarray:
@@ -157,8 +189,17 @@ def _fit_sample(uris, work, chunk_size, compressor: Compressor, n_ok: int) -> np
     return np.concatenate(parts)
 
 
-def write_from_chunks(uris, work: Path, dest: Path, *, chunk_size: int, compressor,
-                      embedder_spec: dict, keep_embeddings: bool, extra: dict) -> dict:
+def write_from_chunks(
+    uris,
+    work: Path,
+    dest: Path,
+    *,
+    chunk_size: int,
+    compressor,
+    embedder_spec: dict,
+    keep_embeddings: bool,
+    extra: dict,
+) -> dict:
     """Fit the compressor (if unfitted) and write the catalogue into ``dest``."""
     n_ok = 0
     n_features = None
@@ -167,14 +208,21 @@ def write_from_chunks(uris, work: Path, dest: Path, *, chunk_size: int, compress
         n_features = X.shape[1]
     if n_ok == 0:
         failures = [f for _, _, fs in read_chunks(uris, work, chunk_size) for f in fs]
-        raise ValueError(f"none of the {len(uris)} images could be read; first: "
-                         f"{failures[0][0]}: {failures[0][1]}")
+        raise ValueError(
+            f"none of the {len(uris)} images could be read; first: "
+            f"{failures[0][0]}: {failures[0][1]}"
+        )
     if not is_fitted(compressor):
         compressor.fit(_fit_sample(uris, work, chunk_size, compressor, n_ok))
     if dest.exists():
         shutil.rmtree(dest)
-    writer = storage.CatalogueWriter(dest, code_dims=compressor.n_components,
-                                     n_features=n_features, embeddings=keep_embeddings, uris=True)
+    writer = storage.CatalogueWriter(
+        dest,
+        code_dims=compressor.n_components,
+        n_features=n_features,
+        embeddings=keep_embeddings,
+        uris=True,
+    )
     for X, ok, failed in read_chunks(uris, work, chunk_size):
         if len(X):
             writer.add(compressor.transform(X), X if keep_embeddings else None, ok)
@@ -182,28 +230,62 @@ def write_from_chunks(uris, work: Path, dest: Path, *, chunk_size: int, compress
     return writer.finish(compressor=compressor.to_dict(), embedder=embedder_spec, extra=extra)
 
 
-def build_catalogue(uris: list[str], out: Path, embedder, *, compressor, batch_size: int,
-                    chunk_size: int, keep_embeddings: bool, progress: bool, overwrite: bool,
-                    callback=None, source_label: str = "") -> dict:
+def build_catalogue(
+    uris: list[str],
+    out: Path,
+    embedder,
+    *,
+    compressor,
+    batch_size: int,
+    chunk_size: int,
+    keep_embeddings: bool,
+    progress: bool,
+    overwrite: bool,
+    callback=None,
+    source_label: str = "",
+) -> dict:
     """Build the catalogue of ``uris`` into ``out`` (see the module docstring)."""
     work = partial_dir(out)
-    summary = embed_to_chunks(uris, work, embedder, batch_size=batch_size,
-                              chunk_size=chunk_size, progress=progress, callback=callback)
-    manifest = write_from_chunks(uris, work, work / "catalogue", chunk_size=chunk_size,
-                                 compressor=compressor, embedder_spec=embedder.spec,
-                                 keep_embeddings=keep_embeddings,
-                                 extra={"source": source_label})
+    summary = embed_to_chunks(
+        uris,
+        work,
+        embedder,
+        batch_size=batch_size,
+        chunk_size=chunk_size,
+        progress=progress,
+        callback=callback,
+    )
+    manifest = write_from_chunks(
+        uris,
+        work,
+        work / "catalogue",
+        chunk_size=chunk_size,
+        compressor=compressor,
+        embedder_spec=embedder.spec,
+        keep_embeddings=keep_embeddings,
+        extra={"source": source_label},
+    )
     _commit(work / "catalogue", out, overwrite=overwrite)
     shutil.rmtree(work, ignore_errors=True)
     failures = storage.read_failed(out)
     summary.update(items=manifest["counts"]["items"], failed=len(failures))
     if failures:
         shown = "; ".join(f"{f['uri']}: {f['reason']}" for f in failures[:5])
-        log.warning("%d of %d images could not be read and were skipped (listed in %s): %s%s",
-                    len(failures), len(uris), out / storage.FAILED, shown,
-                    " ..." if len(failures) > 5 else "")
-    log.info("built %s: %d items in %.1f s (%.0f images/s)", out, summary["items"],
-             summary["seconds"], summary["images_per_s"])
+        log.warning(
+            "%d of %d images could not be read and were skipped (listed in %s): %s%s",
+            len(failures),
+            len(uris),
+            out / storage.FAILED,
+            shown,
+            " ..." if len(failures) > 5 else "",
+        )
+    log.info(
+        "built %s: %d items in %.1f s (%.0f images/s)",
+        out,
+        summary["items"],
+        summary["seconds"],
+        summary["images_per_s"],
+    )
     return summary
 
 
@@ -219,8 +301,9 @@ def _commit(ready: Path, out: Path, *, overwrite: bool) -> None:
         elif out.is_dir() and not any(out.iterdir()):
             out.rmdir()
         else:
-            raise FileExistsError(f"out: {str(out)!r} exists and is not a catalogue this build "
-                                  "may replace")
+            raise FileExistsError(
+                f"out: {str(out)!r} exists and is not a catalogue this build may replace"
+            )
     os.replace(ready, out)
     storage._fsync_dir(out.parent)
     if old is not None:

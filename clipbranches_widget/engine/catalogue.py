@@ -37,24 +37,42 @@ class Catalogue:
     use from the manifest's model and pretrained weights (``embedder_spec``).
     """
 
-    def __init__(self, codes, *, compressor: Compressor, embeddings=None, uris=None,
-                 embedder=None, path=None, embedder_spec: dict | None = None,
-                 manifest: dict | None = None):
+    def __init__(
+        self,
+        codes,
+        *,
+        compressor: Compressor,
+        embeddings=None,
+        uris=None,
+        embedder=None,
+        path=None,
+        embedder_spec: dict | None = None,
+        manifest: dict | None = None,
+    ):
         self.codes = check_codes(codes, name="codes")
         n = self.codes.shape[0]
         if embeddings is not None:
-            if embeddings.dtype not in (np.float16, np.float32) or embeddings.ndim != 2 \
-                    or embeddings.shape[0] != n:
-                raise ValueError(f"embeddings: expected a float16/float32 array of shape "
-                                 f"({n}, d), got {describe(embeddings)}")
+            if (
+                embeddings.dtype not in (np.float16, np.float32)
+                or embeddings.ndim != 2
+                or embeddings.shape[0] != n
+            ):
+                raise ValueError(
+                    f"embeddings: expected a float16/float32 array of shape "
+                    f"({n}, d), got {describe(embeddings)}"
+                )
         if uris is not None:
             if not isinstance(uris, storage.UriColumn):  # memory-mapped URIs stay lazy
-                uris = np.asarray([os.fspath(u) if isinstance(u, os.PathLike) else u
-                                   for u in uris] if not isinstance(uris, np.ndarray) else uris,
-                                  dtype=object)
+                uris = np.asarray(
+                    [os.fspath(u) if isinstance(u, os.PathLike) else u for u in uris]
+                    if not isinstance(uris, np.ndarray)
+                    else uris,
+                    dtype=object,
+                )
                 if uris.ndim != 1:
-                    raise ValueError(f"uris: expected a 1-D sequence of {n} URIs, got shape "
-                                     f"{uris.shape}")
+                    raise ValueError(
+                        f"uris: expected a 1-D sequence of {n} URIs, got shape {uris.shape}"
+                    )
             if len(uris) != n:
                 raise ValueError(f"uris: expected {n} URIs (one per item), got {len(uris)}")
         self.embeddings = embeddings
@@ -97,8 +115,9 @@ class Catalogue:
         return self._embedder is not None or self.embedder_spec is not None
 
     @classmethod
-    def from_embeddings(cls, X, uris=None, *, compressor=None, keep_embeddings=True,
-                        embedder=None) -> "Catalogue":
+    def from_embeddings(
+        cls, X, uris=None, *, compressor=None, keep_embeddings=True, embedder=None
+    ) -> Catalogue:
         """Compress ``X`` (n, d) float embeddings into a catalogue.
 
         ``compressor``: a fitted or unfitted ``Compressor`` (default: PCA to 32
@@ -110,15 +129,22 @@ class Catalogue:
         if not is_fitted(compressor):
             compressor.fit(X)
         codes = compressor.transform(X)
-        return cls(codes, compressor=compressor, embeddings=X if keep_embeddings else None,
-                   uris=uris, embedder=embedder)
+        return cls(
+            codes,
+            compressor=compressor,
+            embeddings=X if keep_embeddings else None,
+            uris=uris,
+            embedder=embedder,
+        )
 
     def __len__(self) -> int:
         return self.codes.shape[0]
 
     def __repr__(self) -> str:
-        return (f"Catalogue(n_items={len(self)}, code_dims={self.codes.shape[1]}, "
-                f"embeddings={'yes' if self.embeddings is not None else 'no'})")
+        return (
+            f"Catalogue(n_items={len(self)}, code_dims={self.codes.shape[1]}, "
+            f"embeddings={'yes' if self.embeddings is not None else 'no'})"
+        )
 
     @property
     def n_features(self) -> int:
@@ -128,8 +154,11 @@ class Catalogue:
     @property
     def seeder(self) -> KnnSeeder:
         if self._seeder is None:
-            X = (np.asarray(self.embeddings, np.float32) if self.embeddings is not None
-                 else self.compressor.inverse_transform(self.codes))
+            X = (
+                np.asarray(self.embeddings, np.float32)
+                if self.embeddings is not None
+                else self.compressor.inverse_transform(self.codes)
+            )
             self._seeder = KnnSeeder().fit(X)
         return self._seeder
 
@@ -142,15 +171,19 @@ class Catalogue:
 
     def embed_text(self, texts) -> np.ndarray:
         if self.embedder is None:
-            raise ValueError("this catalogue has no text encoder: search by a vector or by "
-                             "example ids, or build it with a CLIP model (Catalogue.build)")
+            raise ValueError(
+                "this catalogue has no text encoder: search by a vector or by "
+                "example ids, or build it with a CLIP model (Catalogue.build)"
+            )
         return self.embedder.embed_text(list(texts))
 
     def embed_images(self, images) -> np.ndarray:
         """(n, d) embeddings of images (paths, URLs, PIL images) for query-by-image."""
         if self.embedder is None:
-            raise ValueError("this catalogue has no image encoder: search by example ids, or "
-                             "build it with a CLIP model (Catalogue.build)")
+            raise ValueError(
+                "this catalogue has no image encoder: search by example ids, or "
+                "build it with a CLIP model (Catalogue.build)"
+            )
         return self.embedder.embed_images(images)
 
     def check_ids(self, ids) -> np.ndarray:
@@ -176,11 +209,12 @@ class Catalogue:
         """Write the catalogue as Parquet (``id``, ``uri``, ``c0`` .. ``c31``): the
         layout ``Boxes.to_sql`` queries. See ``engine.parquet.write_parquet``."""
         from .parquet import write_parquet
+
         return write_parquet(self, path, **kwargs)
 
     # --- on disk ---
     @classmethod
-    def open(cls, path, *, embedder=None) -> "Catalogue":
+    def open(cls, path, *, embedder=None) -> Catalogue:
         """Open a catalogue directory: memory maps and the manifest, nothing read in full.
 
         ``embedder``: use this encoder instead of creating one from the
@@ -192,22 +226,35 @@ class Catalogue:
         dims = manifest["dims"]
         files = manifest["files"]
         codes = storage.open_rows(path / files["codes"], np.uint8, (n, int(dims["code"])))
-        embeddings = (storage.open_rows(path / files["embeddings"], np.float16,
-                                        (n, int(dims["embedding"])))
-                      if files.get("embeddings") else None)
-        uris = (storage.open_uris(path, n, int(manifest["counts"]["uri_bytes"]))
-                if files.get("uris") else None)
+        embeddings = (
+            storage.open_rows(path / files["embeddings"], np.float16, (n, int(dims["embedding"])))
+            if files.get("embeddings")
+            else None
+        )
+        uris = (
+            storage.open_uris(path, n, int(manifest["counts"]["uri_bytes"]))
+            if files.get("uris")
+            else None
+        )
         compressor = compressor_from_dict(manifest["compressor"])
-        return cls(codes, compressor=compressor, embeddings=embeddings, uris=uris,
-                   embedder=embedder, path=path, manifest=manifest,
-                   embedder_spec=manifest.get("embedder"))
+        return cls(
+            codes,
+            compressor=compressor,
+            embeddings=embeddings,
+            uris=uris,
+            embedder=embedder,
+            path=path,
+            manifest=manifest,
+            embedder_spec=manifest.get("embedder"),
+        )
 
-    def save(self, path, *, overwrite: bool = False, block_rows: int = 1 << 20) -> "Catalogue":
+    def save(self, path, *, overwrite: bool = False, block_rows: int = 1 << 20) -> Catalogue:
         """Write this catalogue to a directory (atomically) and return it opened from there."""
         path = Path(path)
         if path.exists() and not overwrite and (any(path.iterdir()) if path.is_dir() else True):
-            raise FileExistsError(f"path: {str(path)!r} exists; pass overwrite=True to replace "
-                                  "a catalogue there")
+            raise FileExistsError(
+                f"path: {str(path)!r} exists; pass overwrite=True to replace a catalogue there"
+            )
         _write_rows([self], path, "saving", overwrite=overwrite, block_rows=block_rows)
         return type(self).open(path, embedder=self._embedder)
 
@@ -219,11 +266,25 @@ class Catalogue:
         return storage.read_failed(self.path)[: int(self.manifest["counts"].get("failed", 0))]
 
     @classmethod
-    def build(cls, source, *, model: str = "ViT-B-32", pretrained: str | None = "laion2b_s34b_b79k",
-              out=None, compressor="pca", batch_size: int = 64, num_workers: int | None = None,
-              chunk_size: int | None = None, keep_embeddings: bool = True,
-              path_column: str | None = None, progress: bool = True, overwrite: bool = False,
-              embedder=None, device: str = "cpu", callback=None) -> "Catalogue":
+    def build(
+        cls,
+        source,
+        *,
+        model: str = "ViT-B-32",
+        pretrained: str | None = "laion2b_s34b_b79k",
+        out=None,
+        compressor="pca",
+        batch_size: int = 64,
+        num_workers: int | None = None,
+        chunk_size: int | None = None,
+        keep_embeddings: bool = True,
+        path_column: str | None = None,
+        progress: bool = True,
+        overwrite: bool = False,
+        embedder=None,
+        device: str = "cpu",
+        callback=None,
+    ) -> Catalogue:
         """Embed images with CLIP, compress them and store the catalogue in ``out``.
 
         ``source``: a folder (recursive), a list of paths/URLs, or a table
@@ -243,12 +304,15 @@ class Catalogue:
         from .sources import list_images
 
         _check_positive("batch_size", batch_size)
-        chunk_size = 32 * batch_size if chunk_size is None else _check_positive("chunk_size",
-                                                                                 chunk_size)
+        chunk_size = (
+            32 * batch_size if chunk_size is None else _check_positive("chunk_size", chunk_size)
+        )
         if out is None:
             if not (isinstance(source, (str, os.PathLike)) and Path(source).is_dir()):
-                raise ValueError("out: expected a directory to store the catalogue in (it is "
-                                 "only optional when source is a folder)")
+                raise ValueError(
+                    "out: expected a directory to store the catalogue in (it is "
+                    "only optional when source is a folder)"
+                )
             out = Path(source) / ".clipbranches"
         out = Path(out)
         compressor = _make_compressor(compressor)
@@ -256,35 +320,61 @@ class Catalogue:
         if not uris:
             from .sources import IMAGE_EXTENSIONS
 
-            raise ValueError(f"source: found no images in {source!r} (looked for "
-                             f"{', '.join(sorted(IMAGE_EXTENSIONS))})")
+            raise ValueError(
+                f"source: found no images in {source!r} (looked for "
+                f"{', '.join(sorted(IMAGE_EXTENSIONS))})"
+            )
         if embedder is None:
-            embedder = ClipEmbedder(model, pretrained, device=device, batch_size=batch_size,
-                                    num_workers=num_workers)
+            embedder = ClipEmbedder(
+                model, pretrained, device=device, batch_size=batch_size, num_workers=num_workers
+            )
         spec = embedder.spec
         if (out / storage.MANIFEST).exists() and not overwrite:
             manifest = storage.read_manifest(out)
             if manifest.get("embedder") != spec:
                 raise FileExistsError(
                     f"out: {str(out)!r} holds a catalogue built with {manifest.get('embedder')}, "
-                    f"not {spec}; pass overwrite=True to rebuild it, or another out")
-            log.info("%s is already built: opening it (overwrite=True rebuilds; "
-                     "append() adds new images)", out)
+                    f"not {spec}; pass overwrite=True to rebuild it, or another out"
+                )
+            log.info(
+                "%s is already built: opening it (overwrite=True rebuilds; "
+                "append() adds new images)",
+                out,
+            )
             shutil.rmtree(partial_dir(out), ignore_errors=True)
             return cls.open(out, embedder=embedder)
-        summary = build_catalogue(uris, out, embedder, compressor=compressor,
-                                  batch_size=batch_size, chunk_size=chunk_size,
-                                  keep_embeddings=keep_embeddings, progress=progress,
-                                  overwrite=overwrite, callback=callback,
-                                  source_label=str(source) if isinstance(source, (str, os.PathLike))
-                                  else type(source).__name__)
+        summary = build_catalogue(
+            uris,
+            out,
+            embedder,
+            compressor=compressor,
+            batch_size=batch_size,
+            chunk_size=chunk_size,
+            keep_embeddings=keep_embeddings,
+            progress=progress,
+            overwrite=overwrite,
+            callback=callback,
+            source_label=str(source)
+            if isinstance(source, (str, os.PathLike))
+            else type(source).__name__,
+        )
         cat = cls.open(out, embedder=embedder)
         cat.build_summary = summary
         return cat
 
-    def append(self, source=None, *, embeddings=None, uris=None, batch_size: int = 64,
-               chunk_size: int | None = None, path_column: str | None = None,
-               skip_existing: bool = True, progress: bool = True, callback=None) -> int:
+    def append(
+        self,
+        source=None,
+        *,
+        embeddings=None,
+        uris=None,
+        batch_size: int = 64,
+        chunk_size: int | None = None,
+        path_column: str | None = None,
+        skip_existing: bool = True,
+        progress: bool = True,
+        callback=None,
+    ) -> int:
         """Add items at the end; returns how many were added.
 
         Either ``source`` (images, as in ``build``; with ``skip_existing``
@@ -296,14 +386,21 @@ class Catalogue:
         from .embed import _check_positive
 
         if (source is None) == (embeddings is None):
-            raise ValueError("append: expected either source (images) or embeddings, got "
-                             + ("both" if source is not None else "neither"))
+            raise ValueError(
+                "append: expected either source (images) or embeddings, got "
+                + ("both" if source is not None else "neither")
+            )
         if embeddings is not None:
             X = check_embeddings(embeddings, n_features=self.n_features, name="embeddings")
             if (uris is None) != (self.uris is None):
-                raise ValueError("uris: expected " + ("one URI per new item: this catalogue "
-                                 "has URIs" if self.uris is not None else
-                                 "none: this catalogue has no URIs"))
+                raise ValueError(
+                    "uris: expected "
+                    + (
+                        "one URI per new item: this catalogue has URIs"
+                        if self.uris is not None
+                        else "none: this catalogue has no URIs"
+                    )
+                )
             blocks = [(X, None if uris is None else list(uris), [])]
             return self._append_blocks(blocks)
         if self.embedder is None:
@@ -312,8 +409,9 @@ class Catalogue:
         from .sources import list_images
 
         _check_positive("batch_size", batch_size)
-        chunk_size = 32 * batch_size if chunk_size is None else _check_positive("chunk_size",
-                                                                                 chunk_size)
+        chunk_size = (
+            32 * batch_size if chunk_size is None else _check_positive("chunk_size", chunk_size)
+        )
         new = list_images(source, path_column=path_column)
         if skip_existing and self.uris is not None and new:
             known = set(np.asarray(self.uris).tolist())
@@ -327,9 +425,16 @@ class Catalogue:
         else:
             work = self.path / ".append.partial"
         try:
-            embed_to_chunks(new, work, self.embedder, batch_size=batch_size,
-                            chunk_size=chunk_size, progress=progress, callback=callback,
-                            desc="appending")
+            embed_to_chunks(
+                new,
+                work,
+                self.embedder,
+                batch_size=batch_size,
+                chunk_size=chunk_size,
+                progress=progress,
+                callback=callback,
+                desc="appending",
+            )
             added = self._append_blocks(read_chunks(new, work, chunk_size))
         finally:
             if self.path is None:
@@ -347,41 +452,71 @@ class Catalogue:
             added = len(codes)
             self.codes = np.concatenate([self.codes, codes])
             if keep:
-                self.embeddings = np.concatenate([self.embeddings,
-                                                  X.astype(self.embeddings.dtype)])
+                self.embeddings = np.concatenate([self.embeddings, X.astype(self.embeddings.dtype)])
             if with_uris:
-                self.uris = np.concatenate([np.asarray(self.uris, object),
-                                            np.asarray([u for b in parts for u in b[1]], object)])
+                self.uris = np.concatenate(
+                    [
+                        np.asarray(self.uris, object),
+                        np.asarray([u for b in parts for u in b[1]], object),
+                    ]
+                )
         else:
-            writer = storage.CatalogueWriter(self.path, code_dims=self.codes.shape[1],
-                                             n_features=self.n_features, embeddings=keep,
-                                             uris=with_uris, start=self.manifest)
+            writer = storage.CatalogueWriter(
+                self.path,
+                code_dims=self.codes.shape[1],
+                n_features=self.n_features,
+                embeddings=keep,
+                uris=with_uris,
+                start=self.manifest,
+            )
             before = writer.n
             for X, block_uris, failed in blocks:
                 if len(X):
-                    writer.add(self.compressor.transform(X), X if keep else None,
-                               block_uris if with_uris else None)
+                    writer.add(
+                        self.compressor.transform(X),
+                        X if keep else None,
+                        block_uris if with_uris else None,
+                    )
                 writer.add_failed(failed)
             added = writer.n - before
-            extra = {k: v for k, v in self.manifest.items()
-                     if k not in ("format", "version", "created", "model", "pretrained",
-                                  "embedder", "compressor", "counts", "dims", "files", "dtypes")}
-            writer.finish(compressor=self.manifest["compressor"],
-                          embedder=self.manifest.get("embedder"), extra=extra)
+            extra = {
+                k: v
+                for k, v in self.manifest.items()
+                if k
+                not in (
+                    "format",
+                    "version",
+                    "created",
+                    "model",
+                    "pretrained",
+                    "embedder",
+                    "compressor",
+                    "counts",
+                    "dims",
+                    "files",
+                    "dtypes",
+                )
+            }
+            writer.finish(
+                compressor=self.manifest["compressor"],
+                embedder=self.manifest.get("embedder"),
+                extra=extra,
+            )
             fresh = type(self).open(self.path, embedder=self._embedder)
             self.codes, self.embeddings, self.uris = fresh.codes, fresh.embeddings, fresh.uris
             self.manifest = fresh.manifest
         self._seeder = None
         if self.index is not None:
-            log.warning("append: the box index covers the old items only; it was dropped "
-                        "(searches scan until it is rebuilt)")
+            log.warning(
+                "append: the box index covers the old items only; it was dropped "
+                "(searches scan until it is rebuilt)"
+            )
             self.index = None
         log.info("appended %d items (now %d)", added, len(self))
         return added
 
     @classmethod
-    def merge(cls, parts, out, *, overwrite: bool = False,
-              block_rows: int = 1 << 20) -> "Catalogue":
+    def merge(cls, parts, out, *, overwrite: bool = False, block_rows: int = 1 << 20) -> Catalogue:
         """Concatenate catalogues (or their paths) into a new one at ``out``.
 
         For sharded builds: build each shard (on any machine) with the same
@@ -395,15 +530,18 @@ class Catalogue:
             raise ValueError("parts: expected at least one catalogue, got none")
         first = cats[0]
         for i, c in enumerate(cats[1:], 1):
-            for what, a, b in (("compressor", first.compressor.to_dict(), c.compressor.to_dict()),
-                               ("model", first.embedder_spec, c.embedder_spec),
-                               ("embeddings kept", first.embeddings is not None,
-                                c.embeddings is not None),
-                               ("URIs kept", first.uris is not None, c.uris is not None)):
+            for what, a, b in (
+                ("compressor", first.compressor.to_dict(), c.compressor.to_dict()),
+                ("model", first.embedder_spec, c.embedder_spec),
+                ("embeddings kept", first.embeddings is not None, c.embeddings is not None),
+                ("URIs kept", first.uris is not None, c.uris is not None),
+            ):
                 if a != b:
-                    raise ValueError(f"parts: part {i} differs from part 0 in its {what}; "
-                                     "shards must be built with the same fitted compressor "
-                                     "and model to be merged")
+                    raise ValueError(
+                        f"parts: part {i} differs from part 0 in its {what}; "
+                        "shards must be built with the same fitted compressor "
+                        "and model to be merged"
+                    )
         out = Path(out)
         if out.exists() and not overwrite:
             raise FileExistsError(f"out: {str(out)!r} exists; pass overwrite=True to replace it")
@@ -411,9 +549,16 @@ class Catalogue:
         return cls.open(out, embedder=first._embedder)
 
     @classmethod
-    def from_clip_retrieval(cls, folder, *, uri_column: str | None = None, compressor=None,
-                            keep_embeddings: bool = True, model: str | None = None,
-                            pretrained: str | None = None) -> "Catalogue":
+    def from_clip_retrieval(
+        cls,
+        folder,
+        *,
+        uri_column: str | None = None,
+        compressor=None,
+        keep_embeddings: bool = True,
+        model: str | None = None,
+        pretrained: str | None = None,
+    ) -> Catalogue:
         """A catalogue from clip-retrieval output (``img_emb/*.npy`` + ``metadata/*.parquet``).
 
         No torch needed. ``model``/``pretrained``: the CLIP model that made the
@@ -424,18 +569,23 @@ class Catalogue:
         X, meta = read_clip_retrieval(folder)
         uris = None
         if meta is not None:
-            col = uri_column or next((c for c in ("url", "image_path", "uri", "path")
-                                      if c in meta.columns), None)
+            col = uri_column or next(
+                (c for c in ("url", "image_path", "uri", "path") if c in meta.columns), None
+            )
             if uri_column is not None and uri_column not in meta.columns:
-                raise ValueError(f"uri_column: {uri_column!r} is not a metadata column; got "
-                                 f"{list(meta.columns)}")
+                raise ValueError(
+                    f"uri_column: {uri_column!r} is not a metadata column; got {list(meta.columns)}"
+                )
             uris = None if col is None else meta[col].astype(str).to_numpy(object)
-        cat = cls.from_embeddings(X, uris=uris, compressor=compressor,
-                                  keep_embeddings=keep_embeddings)
+        cat = cls.from_embeddings(
+            X, uris=uris, compressor=compressor, keep_embeddings=keep_embeddings
+        )
         if model is not None:
             if pretrained is None:
-                raise ValueError(f"pretrained: expected the tag or checkpoint of {model!r} that "
-                                 "made these embeddings (random weights would not match them)")
+                raise ValueError(
+                    f"pretrained: expected the tag or checkpoint of {model!r} that "
+                    "made these embeddings (random weights would not match them)"
+                )
             cat.embedder_spec = {"model": model, "pretrained": pretrained, "seed": 0}
         cat.metadata = meta
         return cat
@@ -450,15 +600,21 @@ def _write_rows(cats, path: Path, purpose: str, *, overwrite: bool, block_rows: 
     tmp = path.parent / f".{path.name}.{purpose}"
     if tmp.exists():
         shutil.rmtree(tmp)
-    writer = storage.CatalogueWriter(tmp, code_dims=first.codes.shape[1],
-                                     n_features=first.n_features,
-                                     embeddings=first.embeddings is not None,
-                                     uris=first.uris is not None)
+    writer = storage.CatalogueWriter(
+        tmp,
+        code_dims=first.codes.shape[1],
+        n_features=first.n_features,
+        embeddings=first.embeddings is not None,
+        uris=first.uris is not None,
+    )
     for c in cats:
         for lo in range(0, len(c), block_rows):
             hi = min(len(c), lo + block_rows)
-            writer.add(c.codes[lo:hi], None if c.embeddings is None else c.embeddings[lo:hi],
-                       None if c.uris is None else c.uris[lo:hi])
+            writer.add(
+                c.codes[lo:hi],
+                None if c.embeddings is None else c.embeddings[lo:hi],
+                None if c.uris is None else c.uris[lo:hi],
+            )
         writer.add_failed((f["uri"], f["reason"]) for f in c.failed)
     writer.finish(compressor=first.compressor.to_dict(), embedder=first.embedder_spec)
     _commit(tmp, path, overwrite=overwrite)

@@ -41,8 +41,7 @@ class Compressor(q8.CodesMixin, TransformerMixin, BaseEstimator):
     n_features_in_ : int
     """
 
-    def __init__(self, n_components=32, *, quantile=0.001, max_fit_samples=200_000,
-                 random_state=0):
+    def __init__(self, n_components=32, *, quantile=0.001, max_fit_samples=200_000, random_state=0):
         self.n_components = n_components
         self.quantile = quantile
         self.max_fit_samples = max_fit_samples
@@ -81,6 +80,7 @@ class Compressor(q8.CodesMixin, TransformerMixin, BaseEstimator):
     def _check_fitted(self):
         if not hasattr(self, "components_"):
             from sklearn.exceptions import NotFittedError
+
             raise NotFittedError("Compressor is not fitted yet: call fit(X) first")
 
     def project(self, X) -> np.ndarray:
@@ -98,12 +98,17 @@ class Compressor(q8.CodesMixin, TransformerMixin, BaseEstimator):
 
     def to_dict(self) -> dict:
         self._check_fitted()
-        return {"kind": "pca", "params": self.get_params(),
-                "mean": self.mean_.tolist(), "components": self.components_.tolist(),
-                "low": self.low_.tolist(), "scale": self.scale_.tolist()}
+        return {
+            "kind": "pca",
+            "params": self.get_params(),
+            "mean": self.mean_.tolist(),
+            "components": self.components_.tolist(),
+            "low": self.low_.tolist(),
+            "scale": self.scale_.tolist(),
+        }
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Compressor":
+    def from_dict(cls, data: dict) -> Compressor:
         if data.get("kind") != "pca":
             raise ValueError(f"Compressor.from_dict: expected kind 'pca', got {data.get('kind')!r}")
         c = cls(**data["params"])
@@ -136,9 +141,11 @@ def compressor_from_dict(data: dict):
         from .learned import LearnedCompressor
 
         return LearnedCompressor.from_dict(data)
-    raise ValueError(f"compressor: unknown kind {kind!r} in the manifest; this library reads "
-                     f"{', '.join(map(repr, COMPRESSOR_KINDS))} (a newer clipbranches-widget "
-                     "may read it)")
+    raise ValueError(
+        f"compressor: unknown kind {kind!r} in the manifest; this library reads "
+        f"{', '.join(map(repr, COMPRESSOR_KINDS))} (a newer clipbranches-widget "
+        "may read it)"
+    )
 
 
 def make_compressor(spec=None):
@@ -157,13 +164,17 @@ def make_compressor(spec=None):
     if isinstance(spec, (str, os.PathLike)):
         path = Path(spec)
         if not path.is_file():
-            raise ValueError(f"compressor: expected 'pca' or a Compressor (or 'learned', or a "
-                             f"JSON file from save_compressor), got {os.fspath(spec)!r}: "
-                             "not a known kind, and no such file")
+            raise ValueError(
+                f"compressor: expected 'pca' or a Compressor (or 'learned', or a "
+                f"JSON file from save_compressor), got {os.fspath(spec)!r}: "
+                "not a known kind, and no such file"
+            )
         return load_compressor(path)
     if not hasattr(spec, "transform") or not hasattr(spec, "to_dict"):
-        raise TypeError(f"compressor: expected 'pca' or a Compressor (or 'learned', or a path), "
-                        f"got {type(spec).__name__}")
+        raise TypeError(
+            f"compressor: expected 'pca' or a Compressor (or 'learned', or a path), "
+            f"got {type(spec).__name__}"
+        )
     return spec
 
 
@@ -186,6 +197,8 @@ def load_compressor(path):
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"compressor: {str(path)!r} is not a compressor JSON file "
-                         f"(save_compressor writes one): {exc}") from exc
+        raise ValueError(
+            f"compressor: {str(path)!r} is not a compressor JSON file "
+            f"(save_compressor writes one): {exc}"
+        ) from exc
     return compressor_from_dict(data)

@@ -30,13 +30,19 @@ def _duckdb():
     try:
         import duckdb
     except ImportError as exc:  # pragma: no cover - duckdb is a declared extra
-        raise ImportError("DuckDB execution needs the duckdb package: "
-                          "pip install 'clipbranches-widget[sql]'") from exc
+        raise ImportError(
+            "DuckDB execution needs the duckdb package: pip install 'clipbranches-widget[sql]'"
+        ) from exc
     return duckdb
 
 
-def duckdb_connect(database: str = ":memory:", *, threads: int | None = None,
-                   memory_limit: str | None = None, temp_directory: str | None = None):
+def duckdb_connect(
+    database: str = ":memory:",
+    *,
+    threads: int | None = None,
+    memory_limit: str | None = None,
+    temp_directory: str | None = None,
+):
     """A DuckDB connection configured for out-of-core scans.
 
     ``memory_limit`` (e.g. ``"4GB"``) bounds DuckDB's memory; beyond it,
@@ -53,8 +59,9 @@ def duckdb_connect(database: str = ":memory:", *, threads: int | None = None,
 
 
 def _sources(source) -> list[str]:
-    items = path_list(source, "a Parquet path, glob or list of paths, a pyarrow Table "
-                              "or a pandas DataFrame")
+    items = path_list(
+        source, "a Parquet path, glob or list of paths, a pyarrow Table or a pandas DataFrame"
+    )
     out = []
     for s in items:
         if not any(ch in s for ch in "*?[") and not Path(s).exists():
@@ -72,8 +79,10 @@ def _attach(con, source, view: str) -> None:
         return
     paths = _sources(source)
     listing = ", ".join("'" + p.replace("'", "''") + "'" for p in paths)
-    con.execute(f"CREATE OR REPLACE TEMP VIEW {quote_identifier(view)} AS "
-                f"SELECT * FROM read_parquet([{listing}])")
+    con.execute(
+        f"CREATE OR REPLACE TEMP VIEW {quote_identifier(view)} AS "
+        f"SELECT * FROM read_parquet([{listing}])"
+    )
 
 
 def _detach(con, source, view: str) -> None:
@@ -83,8 +92,16 @@ def _detach(con, source, view: str) -> None:
         con.execute(f"DROP VIEW IF EXISTS {quote_identifier(view)}")
 
 
-def search_duckdb(source, boxes, *, connection=None, columns=None, id_column: str = "id",
-                  order: str | None = "id", threads: int | None = None) -> ScanResult:
+def search_duckdb(
+    source,
+    boxes,
+    *,
+    connection=None,
+    columns=None,
+    id_column: str = "id",
+    order: str | None = "id",
+    threads: int | None = None,
+) -> ScanResult:
     """Every row of ``source`` inside at least one box, with its votes.
 
     Parameters
@@ -120,5 +137,6 @@ def search_duckdb(source, boxes, *, connection=None, columns=None, id_column: st
     # the scan's vote dtype, so results compare (and concatenate) exactly
     votes = np.asarray(got["votes"]).astype(np.uint8 if boxes.n_boxes < 256 else np.uint16)
     log.info("duckdb: %d matches in %.1f ms", ids.shape[0], ms)
-    return ScanResult(ids, votes, "duckdb",
-                      {"sql": sql.replace(view, "catalogue"), "order": order, "ms": ms})
+    return ScanResult(
+        ids, votes, "duckdb", {"sql": sql.replace(view, "catalogue"), "order": order, "ms": ms}
+    )

@@ -45,9 +45,11 @@ def import_open_clip():
         ensure_torchvision()
         import open_clip
     except ImportError as exc:
-        raise ImportError("CLIP embedding needs torch and open_clip: install the 'clip' extra "
-                          "(pip install 'clipbranches-widget[clip]'), or use precomputed "
-                          f"embeddings with Catalogue.from_embeddings ({exc})") from exc
+        raise ImportError(
+            "CLIP embedding needs torch and open_clip: install the 'clip' extra "
+            "(pip install 'clipbranches-widget[clip]'), or use precomputed "
+            f"embeddings with Catalogue.from_embeddings ({exc})"
+        ) from exc
     return open_clip
 
 
@@ -85,8 +87,9 @@ def load_image(image):
         elif isinstance(uri, str):
             fh = open(uri, "rb")
         else:
-            raise ImageReadError(uri, f"expected a path, URL, bytes or PIL image, got "
-                                      f"{type(image).__name__}")
+            raise ImageReadError(
+                uri, f"expected a path, URL, bytes or PIL image, got {type(image).__name__}"
+            )
         with fh, Image.open(fh) as img:
             img.load()
             return img.convert("RGB")
@@ -129,14 +132,23 @@ class ClipEmbedder:
     n_features_ : int, embedding dimension
     """
 
-    def __init__(self, model: str = "ViT-B-32", pretrained: str | None = "laion2b_s34b_b79k", *,
-                 device: str = "cpu", batch_size: int = 64, num_workers: int | None = None,
-                 seed: int = 0, threads: int | None = None):
+    def __init__(
+        self,
+        model: str = "ViT-B-32",
+        pretrained: str | None = "laion2b_s34b_b79k",
+        *,
+        device: str = "cpu",
+        batch_size: int = 64,
+        num_workers: int | None = None,
+        seed: int = 0,
+        threads: int | None = None,
+    ):
         if not isinstance(model, str) or not model:
             raise ValueError(f"model: expected an open_clip model name, got {model!r}")
         if pretrained is not None and not isinstance(pretrained, (str, os.PathLike)):
-            raise ValueError(f"pretrained: expected a tag, a checkpoint path or None, "
-                             f"got {pretrained!r}")
+            raise ValueError(
+                f"pretrained: expected a tag, a checkpoint path or None, got {pretrained!r}"
+            )
         _check_positive("batch_size", batch_size)
         if num_workers is not None:
             _check_positive("num_workers", num_workers)
@@ -158,7 +170,7 @@ class ClipEmbedder:
         return {"model": self.model, "pretrained": self.pretrained, "seed": self.seed}
 
     @classmethod
-    def from_spec(cls, spec: dict, **kwargs) -> "ClipEmbedder":
+    def from_spec(cls, spec: dict, **kwargs) -> ClipEmbedder:
         return cls(spec["model"], spec.get("pretrained"), seed=spec.get("seed", 0), **kwargs)
 
     def _load(self):
@@ -172,28 +184,36 @@ class ClipEmbedder:
         known = open_clip.list_models()
         if not self.model.startswith(("hf-hub:", "local-dir:")) and self.model not in known:
             close = difflib.get_close_matches(self.model, known, n=3)
-            raise ValueError(f"model: unknown open_clip model {self.model!r}"
-                             + (f"; did you mean {', '.join(close)}?" if close else "")
-                             + " (open_clip.list_models() lists them all)")
+            raise ValueError(
+                f"model: unknown open_clip model {self.model!r}"
+                + (f"; did you mean {', '.join(close)}?" if close else "")
+                + " (open_clip.list_models() lists them all)"
+            )
         pretrained = self._check_pretrained(open_clip)
         try:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(self.seed)  # random weights are the same in every process
                 model, _, preprocess = open_clip.create_model_and_transforms(
-                    self.model, pretrained=pretrained, device=self.device)
+                    self.model, pretrained=pretrained, device=self.device
+                )
         except Exception as exc:
             raise self._load_error(exc) from exc
         model.eval()
         self.model_ = model
         self.preprocess_ = preprocess
         self.tokenizer_ = open_clip.get_tokenizer(self.model)
-        self.n_features_ = int(model.text_projection.shape[1]
-                               if getattr(model, "text_projection", None) is not None
-                               and hasattr(model.text_projection, "shape")
-                               else self._probe_dim())
+        self.n_features_ = int(
+            model.text_projection.shape[1]
+            if getattr(model, "text_projection", None) is not None
+            and hasattr(model.text_projection, "shape")
+            else self._probe_dim()
+        )
         if pretrained is None:
-            log.warning("ClipEmbedder(%r): random weights (pretrained=None); fine for tests, "
-                        "meaningless for search", self.model)
+            log.warning(
+                "ClipEmbedder(%r): random weights (pretrained=None); fine for tests, "
+                "meaningless for search",
+                self.model,
+            )
 
     def _probe_dim(self) -> int:
         return int(self.embed_text(["a"]).shape[1])
@@ -205,32 +225,44 @@ class ClipEmbedder:
         looks_like_file = os.sep in p or p.endswith(_CHECKPOINT_SUFFIXES) or os.path.exists(p)
         if looks_like_file:
             if not os.path.isfile(p):
-                raise FileNotFoundError(f"pretrained: no checkpoint file at {p!r}; pass an "
-                                        "existing .pt/.safetensors file or a pretrained tag")
+                raise FileNotFoundError(
+                    f"pretrained: no checkpoint file at {p!r}; pass an "
+                    "existing .pt/.safetensors file or a pretrained tag"
+                )
             return p
         if self.model.startswith("hf-hub:"):
             return p
         tags = open_clip.list_pretrained_tags_by_model(self.model)
         if p not in tags:
-            raise ValueError(f"pretrained: {p!r} is not a pretrained tag of {self.model!r}; "
-                             f"expected one of {tags or '[] (this model has none)'}, a local "
-                             "checkpoint file, or None for random weights")
+            raise ValueError(
+                f"pretrained: {p!r} is not a pretrained tag of {self.model!r}; "
+                f"expected one of {tags or '[] (this model has none)'}, a local "
+                "checkpoint file, or None for random weights"
+            )
         return p
 
     def _load_error(self, exc: Exception) -> Exception:
         p = self.pretrained
         what = f"ClipEmbedder({self.model!r}, pretrained={p!r})"
         if p is not None and os.path.isfile(p):
-            return ValueError(f"{what}: could not load the checkpoint file ({type(exc).__name__}: "
-                              f"{exc}); expected open_clip weights for model {self.model!r}")
-        offline = any(os.environ.get(v, "") not in ("", "0") for v in
-                      ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+            return ValueError(
+                f"{what}: could not load the checkpoint file ({type(exc).__name__}: "
+                f"{exc}); expected open_clip weights for model {self.model!r}"
+            )
+        offline = any(
+            os.environ.get(v, "") not in ("", "0")
+            for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+        )
         return RuntimeError(
             f"{what}: could not get the weights ({type(exc).__name__}: {exc}). "
-            + ("HF_HUB_OFFLINE is set, so nothing is downloaded: " if offline else
-               "They are downloaded from the Hugging Face hub on first use: ")
+            + (
+                "HF_HUB_OFFLINE is set, so nothing is downloaded: "
+                if offline
+                else "They are downloaded from the Hugging Face hub on first use: "
+            )
             + "run once with network access to cache them, or pass pretrained=<path to a "
-              "local checkpoint file>, or pretrained=None for random weights (tests only)")
+            "local checkpoint file>, or pretrained=None for random weights (tests only)"
+        )
 
     # --- text ---
     def embed_text(self, texts, *, batch_size: int | None = None) -> np.ndarray:
@@ -247,7 +279,7 @@ class ClipEmbedder:
         out = []
         with torch.inference_mode():
             for s in range(0, len(texts), bs):
-                tokens = self.tokenizer_(texts[s:s + bs]).to(self.device)
+                tokens = self.tokenizer_(texts[s : s + bs]).to(self.device)
                 out.append(self._normalise(self.model_.encode_text(tokens)))
         return np.concatenate(out) if out else np.zeros((0, self.n_features_), np.float32)
 
@@ -263,8 +295,14 @@ class ClipEmbedder:
         with torch.inference_mode():
             return self._normalise(self.model_.encode_image(pixels.to(self.device)))
 
-    def embed_images(self, images, *, batch_size: int | None = None, errors: str = "raise",
-                     progress: bool = False) -> np.ndarray:
+    def embed_images(
+        self,
+        images,
+        *,
+        batch_size: int | None = None,
+        errors: str = "raise",
+        progress: bool = False,
+    ) -> np.ndarray:
         """(n, d) float32 L2-normalised embeddings of paths, URLs or PIL images.
 
         ``errors="raise"``: an unreadable image raises ``ImageReadError``
@@ -289,8 +327,12 @@ class ClipEmbedder:
         if bar is not None:
             bar.close()
         if failures:
-            log.warning("%d of %d images could not be read (rows left NaN); first: %s",
-                        len(failures), len(images), failures[0][1])
+            log.warning(
+                "%d of %d images could not be read (rows left NaN); first: %s",
+                len(failures),
+                len(images),
+                failures[0][1],
+            )
         return X
 
     def iter_batches(self, images, *, batch_size: int | None = None, timings: dict | None = None):
@@ -317,8 +359,15 @@ class ClipEmbedder:
             def submit():
                 s = next(starts, None)
                 if s is not None:
-                    pending.append((s, [pool.submit(self._decode_one, images[i])
-                                        for i in range(s, min(s + bs, len(images)))]))
+                    pending.append(
+                        (
+                            s,
+                            [
+                                pool.submit(self._decode_one, images[i])
+                                for i in range(s, min(s + bs, len(images)))
+                            ],
+                        )
+                    )
 
             for _ in range(2):  # decode ahead: keep the model fed
                 submit()
@@ -329,8 +378,9 @@ class ClipEmbedder:
                 decoded = [f.result() for f in futures]
                 t1 = time.perf_counter()
                 ok = [j for j, d in enumerate(decoded) if not isinstance(d, ImageReadError)]
-                failures = [(start + j, d) for j, d in enumerate(decoded)
-                            if isinstance(d, ImageReadError)]
+                failures = [
+                    (start + j, d) for j, d in enumerate(decoded) if isinstance(d, ImageReadError)
+                ]
                 if ok:
                     X = self.embed_pixels(torch.stack([decoded[j] for j in ok]))
                 else:
@@ -354,8 +404,10 @@ class ClipEmbedder:
         return (X / np.maximum(norm, 1e-12)).astype(np.float32)
 
     def __repr__(self) -> str:
-        return (f"ClipEmbedder(model={self.model!r}, pretrained={self.pretrained!r}, "
-                f"device={self.device!r})")
+        return (
+            f"ClipEmbedder(model={self.model!r}, pretrained={self.pretrained!r}, "
+            f"device={self.device!r})"
+        )
 
 
 def _check_positive(name, value) -> int:

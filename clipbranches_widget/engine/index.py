@@ -4,8 +4,8 @@ A decision-branches box constrains one feature subset only (a few of the 32
 code dimensions). For every subset the index lays a grid over the subset's
 dimensions (slot edges at quantiles of each dimension, so cells are balanced)
 and stores the item ids sorted by grid cell (a counting sort, two-level for
-large catalogues: ids ascend inside a cell) plus the cell offsets. The cell bounds are known exactly from
-the slot edges, so a box query:
+large catalogues: ids ascend inside a cell) plus the cell offsets. The cell
+bounds are known exactly from the slot edges, so a box query:
 
 * enumerates the cells its bounds intersect (contiguous along the last
   dimension: at most three runs of positions per prefix of slots),
@@ -63,6 +63,7 @@ _DIRECT_BYTES = 16 << 20  # ids of one subset up to this size: one-level countin
 # numba kernels: arrays and scalars only
 # --------------------------------------------------------------------------
 
+
 @njit(inline="always")
 def _cell_key(cols, i, s, dims, ksize, slots, strides):
     key = 0
@@ -99,8 +100,9 @@ def _scatter_ids(cols, row0, subsets, dims, ksize, slots, strides, cell_ptr, cur
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def _scatter_coarse(cols, row0, subsets, dims, ksize, slots, strides, cell_ptr, shift, bcursor,
-                    order, fine):
+def _scatter_coarse(
+    cols, row0, subsets, dims, ksize, slots, strides, cell_ptr, shift, bcursor, order, fine
+):
     """First level of the counting sort: ids into buckets of 2**shift consecutive cells.
 
     A bucket is a contiguous range of the final order. With at most 256
@@ -141,7 +143,7 @@ def _sort_buckets(order, fine, offsets, cell_ptr, subsets, shift, nbuckets):
         b = offsets[base + c1]
         if b - a < 2:
             continue
-        cur = offsets[base + c0:base + c1].copy()
+        cur = offsets[base + c0 : base + c1].copy()
         tmp = np.empty(b - a, order.dtype)
         for p in range(a, b):
             f = fine[q, p]
@@ -217,8 +219,22 @@ def _plan_box(offsets, base, k, first, last, strides, full, add_runs, rs, re, rf
     return n_runs, n_cells, n_full, n_part
 
 
-def _collect_py(order, codes, run_start, run_stop, run_full, run_row, run_box, out_off,
-             box_dims, box_k, box_lo, box_hi, out, out_count):
+def _collect_py(
+    order,
+    codes,
+    run_start,
+    run_stop,
+    run_full,
+    run_row,
+    run_box,
+    out_off,
+    box_dims,
+    box_k,
+    box_lo,
+    box_hi,
+    out,
+    out_count,
+):
     # each run writes its matches into its own slice of ``out``: no races
     for r in prange(run_start.shape[0]):
         row = run_row[r]
@@ -251,8 +267,9 @@ def _serial_twin(fn):
     bytecode, not by its compile options: two dispatchers of one function
     would overwrite each other's cached machine code.
     """
-    twin = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + "_serial",
-                              fn.__defaults__, fn.__closure__)
+    twin = types.FunctionType(
+        fn.__code__, fn.__globals__, fn.__name__ + "_serial", fn.__defaults__, fn.__closure__
+    )
     twin.__qualname__ = fn.__qualname__ + "_serial"
     return twin
 
@@ -313,6 +330,7 @@ _nonzero_gather_serial = njit(cache=True, nogil=True)(_serial_twin(_nonzero_gath
 # grid design (plain numpy: a few thousand numbers per subset)
 # --------------------------------------------------------------------------
 
+
 def _sample_rows(codes, size):
     n = codes.shape[0]
     if n <= size:
@@ -353,13 +371,15 @@ def _codes_of(source, name="source"):
         return check_codes(source.codes, name=f"{name}.codes"), path
     if isinstance(source, np.ndarray):
         return check_codes(source, name=name), None
-    raise TypeError(f"{name}: expected a Catalogue or an (n, d) uint8 code array, "
-                    f"got {describe(source)}")
+    raise TypeError(
+        f"{name}: expected a Catalogue or an (n, d) uint8 code array, got {describe(source)}"
+    )
 
 
 # --------------------------------------------------------------------------
 # the index
 # --------------------------------------------------------------------------
+
 
 class BoxIndex:
     """Per-feature-subset grid index over uint8 codes (see the module doc).
@@ -372,18 +392,33 @@ class BoxIndex:
     class attributes so they can be tuned per machine.
     """
 
-    cost_scan_item = 8.0      # scan: per item of the catalogue
-    cost_listed_id = 1.5      # index: per id of a cell fully inside a box
-    cost_checked_id = 150.0   # index: per id whose codes are checked (a random read)
+    cost_scan_item = 8.0  # scan: per item of the catalogue
+    cost_listed_id = 1.5  # index: per id of a cell fully inside a box
+    cost_checked_id = 150.0  # index: per id whose codes are checked (a random read)
     cost_checked_id_cached = 12.0  # the same when the codes fit in the cache
-    cache_bytes = 32 << 20    # codes up to this size count as cached
-    parallel_min = 50_000     # fewer candidate ids than this: serial kernels
-    cost_run = 60.0           # index: per run of positions
-    cost_dense_item = 0.6     # combining votes in an (n,) array: per catalogue item
-    cost_sparse_id = 25.0     # combining votes by sorting: per matched id
+    cache_bytes = 32 << 20  # codes up to this size count as cached
+    parallel_min = 50_000  # fewer candidate ids than this: serial kernels
+    cost_run = 60.0  # index: per run of positions
+    cost_dense_item = 0.6  # combining votes in an (n,) array: per catalogue item
+    cost_sparse_id = 25.0  # combining votes by sorting: per matched id
 
-    def __init__(self, codes, *, subsets, order, offsets, cell_ptr, slots, strides, nslots,
-                 dims, ksize, block_size, path=None, build_seconds=None):
+    def __init__(
+        self,
+        codes,
+        *,
+        subsets,
+        order,
+        offsets,
+        cell_ptr,
+        slots,
+        strides,
+        nslots,
+        dims,
+        ksize,
+        block_size,
+        path=None,
+        build_seconds=None,
+    ):
         self.codes = codes
         self.subsets = [tuple(int(j) for j in s) for s in subsets]
         self.order = order
@@ -402,10 +437,20 @@ class BoxIndex:
 
     # ---- construction ----
     @classmethod
-    def build(cls, source, path=None, *, subsets=None, block_size: int = 128,
-              max_cells: int = 1 << 22, sample_size: int = 1 << 18,
-              memory_budget: int = 2 << 30, overwrite: bool = False, progress: bool = True,
-              n_jobs: int | None = None) -> "BoxIndex":
+    def build(
+        cls,
+        source,
+        path=None,
+        *,
+        subsets=None,
+        block_size: int = 128,
+        max_cells: int = 1 << 22,
+        sample_size: int = 1 << 18,
+        memory_budget: int = 2 << 30,
+        overwrite: bool = False,
+        progress: bool = True,
+        n_jobs: int | None = None,
+    ) -> BoxIndex:
         """Build the index of a Catalogue (or of an (n, d) uint8 code array).
 
         Parameters
@@ -440,7 +485,7 @@ class BoxIndex:
             raise ValueError(f"max_cells: expected an integer in 1..2**24, got {max_cells!r}")
         if block_size < 1:
             raise ValueError(f"block_size: expected a positive integer, got {block_size!r}")
-        if n >= 2 ** 63:
+        if n >= 2**63:
             raise ValueError(f"codes: expected fewer than 2**63 rows, got {n}")
         if subsets is None:
             subsets = default_feature_subsets(d)
@@ -449,8 +494,9 @@ class BoxIndex:
             raise ValueError("subsets: expected at least one feature subset, got none")
         for s in subsets:
             if not s or len(set(s)) != len(s) or s[0] < 0 or s[-1] >= d:
-                raise ValueError(f"subsets: expected non-empty tuples of distinct dims in "
-                                 f"0..{d - 1}, got {s}")
+                raise ValueError(
+                    f"subsets: expected non-empty tuples of distinct dims in 0..{d - 1}, got {s}"
+                )
         if len(set(subsets)) != len(subsets):
             raise ValueError("subsets: expected distinct feature subsets, got duplicates")
         if path is None and cat_path is not None:
@@ -460,13 +506,17 @@ class BoxIndex:
             try:
                 existing = cls.open(path, codes)
             except ValueError as exc:
-                raise FileExistsError(f"{path}: an index that does not match is there ({exc}); "
-                                      "pass overwrite=True to replace it") from None
+                raise FileExistsError(
+                    f"{path}: an index that does not match is there ({exc}); "
+                    "pass overwrite=True to replace it"
+                ) from None
             if existing.subsets == subsets and existing.block_size == block_size:
                 log.info("BoxIndex: reusing the complete index at %s", path)
                 return existing
-            raise FileExistsError(f"{path}: an index with other subsets or block_size is there; "
-                                  "pass overwrite=True to replace it")
+            raise FileExistsError(
+                f"{path}: an index with other subsets or block_size is there; "
+                "pass overwrite=True to replace it"
+            )
         t0 = time.perf_counter()
 
         # grid design from a sample of rows
@@ -497,7 +547,7 @@ class BoxIndex:
             n_cells[q] = stride
         cell_ptr = np.zeros(S + 1, np.int64)
         np.cumsum(n_cells + 1, out=cell_ptr[1:])
-        id_dtype = np.uint32 if n < 2 ** 32 else np.uint64
+        id_dtype = np.uint32 if n < 2**32 else np.uint64
 
         tmp = None
         if path is not None:
@@ -510,23 +560,48 @@ class BoxIndex:
             else:
                 order = np.lib.format.open_memmap(tmp / "order.npy", "w+", id_dtype, (S, n))
             offsets = np.zeros(int(cell_ptr[-1]), np.int64)
-            cls._fill(codes, order, offsets, cell_ptr, dims, ksize, slots, strides,
-                      memory_budget=memory_budget, progress=progress, n_jobs=n_jobs)
+            cls._fill(
+                codes,
+                order,
+                offsets,
+                cell_ptr,
+                dims,
+                ksize,
+                slots,
+                strides,
+                memory_budget=memory_budget,
+                progress=progress,
+                n_jobs=n_jobs,
+            )
             seconds = time.perf_counter() - t0
-            arrays = dict(order=order, offsets=offsets, cell_ptr=cell_ptr, slots=slots,
-                          strides=strides, nslots=nslots, dims=dims, ksize=ksize)
+            arrays = dict(
+                order=order,
+                offsets=offsets,
+                cell_ptr=cell_ptr,
+                slots=slots,
+                strides=strides,
+                nslots=nslots,
+                dims=dims,
+                ksize=ksize,
+            )
             if tmp is None:
-                return cls(codes, subsets=subsets, block_size=block_size,
-                           build_seconds=seconds, **arrays)
+                return cls(
+                    codes, subsets=subsets, block_size=block_size, build_seconds=seconds, **arrays
+                )
             order.flush()
             del arrays["order"], order
             for name, arr in arrays.items():
                 np.save(tmp / f"{name}.npy", arr)
             manifest = {
-                "format": "clipbranches-boxindex", "version": FORMAT_VERSION,
-                "complete": True, "n_items": int(n), "n_features": int(d),
-                "subsets": [list(s) for s in subsets], "block_size": int(block_size),
-                "id_dtype": np.dtype(id_dtype).name, "fingerprint": _fingerprint(codes),
+                "format": "clipbranches-boxindex",
+                "version": FORMAT_VERSION,
+                "complete": True,
+                "n_items": int(n),
+                "n_features": int(d),
+                "subsets": [list(s) for s in subsets],
+                "block_size": int(block_size),
+                "id_dtype": np.dtype(id_dtype).name,
+                "fingerprint": _fingerprint(codes),
                 "build_seconds": seconds,
                 "files": {f"{a}.npy": (tmp / f"{a}.npy").stat().st_size for a in _ARRAYS},
             }
@@ -551,8 +626,20 @@ class BoxIndex:
         return cls.open(path, codes)
 
     @staticmethod
-    def _fill(codes, order, offsets, cell_ptr, dims, ksize, slots, strides, *,
-              memory_budget, progress, n_jobs):
+    def _fill(
+        codes,
+        order,
+        offsets,
+        cell_ptr,
+        dims,
+        ksize,
+        slots,
+        strides,
+        *,
+        memory_budget,
+        progress,
+        n_jobs,
+    ):
         """Counting sort of the item ids of every subset, in groups of subsets."""
         from tqdm.auto import tqdm
 
@@ -569,8 +656,13 @@ class BoxIndex:
         group = int(max(1, min(S, memory_budget // per_subset)))
         chunks = list(range(0, n, _BUILD_CHUNK))
         n_groups = (S + group - 1) // group
-        bar = tqdm(total=2 * len(chunks) * n_groups, desc="BoxIndex", unit="pass",
-                   disable=not progress, leave=False)
+        bar = tqdm(
+            total=2 * len(chunks) * n_groups,
+            desc="BoxIndex",
+            unit="pass",
+            disable=not progress,
+            leave=False,
+        )
         try:
             with numba_threads(n_jobs):
                 for g0 in range(0, S, group):
@@ -578,7 +670,7 @@ class BoxIndex:
                     counts = offsets  # counts go to slot c+1, turning into offsets by cumsum
                     view = counts[1:]
                     for c0 in chunks:
-                        cols = np.ascontiguousarray(codes[c0:c0 + _BUILD_CHUNK].T)
+                        cols = np.ascontiguousarray(codes[c0 : c0 + _BUILD_CHUNK].T)
                         _count_cells(cols, sub, dims, ksize, slots, strides, cell_ptr, view)
                         bar.update()
                     for q in sub:
@@ -588,37 +680,53 @@ class BoxIndex:
                     # writes into a file-backed map fault and write pages back many
                     # times over (measured ~18x slower at 100M items)
                     on_disk = isinstance(order, np.memmap)
-                    rows = (np.empty((sub.shape[0], n), order.dtype) if on_disk
-                            else order[g0:g0 + sub.shape[0]])
+                    rows = (
+                        np.empty((sub.shape[0], n), order.dtype)
+                        if on_disk
+                        else order[g0 : g0 + sub.shape[0]]
+                    )
                     if not two_level:
                         cursor = offsets.copy()
                         for c0 in chunks:
-                            cols = np.ascontiguousarray(codes[c0:c0 + _BUILD_CHUNK].T)
-                            _scatter_ids(cols, c0, sub, dims, ksize, slots, strides, cell_ptr,
-                                         cursor, rows)
+                            cols = np.ascontiguousarray(codes[c0 : c0 + _BUILD_CHUNK].T)
+                            _scatter_ids(
+                                cols, c0, sub, dims, ksize, slots, strides, cell_ptr, cursor, rows
+                            )
                             bar.update()
                     else:
                         fine = np.empty((sub.shape[0], n), np.uint16)
                         bcursor = np.zeros((sub.shape[0], _BUCKETS), np.int64)
                         for r, q in enumerate(sub):
                             starts = np.arange(0, n_cells[q], 1 << shift[q])
-                            bcursor[r, :starts.shape[0]] = offsets[cell_ptr[q] + starts]
+                            bcursor[r, : starts.shape[0]] = offsets[cell_ptr[q] + starts]
                         for c0 in chunks:
-                            cols = np.ascontiguousarray(codes[c0:c0 + _BUILD_CHUNK].T)
-                            _scatter_coarse(cols, c0, sub, dims, ksize, slots, strides,
-                                            cell_ptr, shift, bcursor, rows, fine)
+                            cols = np.ascontiguousarray(codes[c0 : c0 + _BUILD_CHUNK].T)
+                            _scatter_coarse(
+                                cols,
+                                c0,
+                                sub,
+                                dims,
+                                ksize,
+                                slots,
+                                strides,
+                                cell_ptr,
+                                shift,
+                                bcursor,
+                                rows,
+                                fine,
+                            )
                             bar.update()
                         _sort_buckets(rows, fine, offsets, cell_ptr, sub, shift, _BUCKETS)
                         del fine
                     if on_disk:
-                        order[g0:g0 + sub.shape[0]] = rows
+                        order[g0 : g0 + sub.shape[0]] = rows
                         order.flush()
                         del rows
         finally:
             bar.close()
 
     @classmethod
-    def open(cls, path, source) -> "BoxIndex":
+    def open(cls, path, source) -> BoxIndex:
         """Open a complete index at ``path`` for the codes of ``source``."""
         codes, _ = _codes_of(source)
         path = Path(path)
@@ -626,35 +734,52 @@ class BoxIndex:
             with open(path / MANIFEST) as fh:
                 manifest = json.load(fh)
         except FileNotFoundError:
-            raise FileNotFoundError(f"{path}: no complete BoxIndex there (no {MANIFEST}; an "
-                                    "interrupted build leaves none) - build one with "
-                                    "BoxIndex.build") from None
+            raise FileNotFoundError(
+                f"{path}: no complete BoxIndex there (no {MANIFEST}; an "
+                "interrupted build leaves none) - build one with "
+                "BoxIndex.build"
+            ) from None
         if manifest.get("format") != "clipbranches-boxindex" or not manifest.get("complete"):
             raise ValueError(f"{path}/{MANIFEST}: expected a complete BoxIndex manifest")
         if manifest.get("version") != FORMAT_VERSION:
-            raise ValueError(f"{path}: expected index format version {FORMAT_VERSION}, got "
-                             f"{manifest.get('version')}; rebuild the index")
+            raise ValueError(
+                f"{path}: expected index format version {FORMAT_VERSION}, got "
+                f"{manifest.get('version')}; rebuild the index"
+            )
         if (manifest["n_items"], manifest["n_features"]) != codes.shape:
-            raise ValueError(f"{path}: the index covers codes of shape ({manifest['n_items']}, "
-                             f"{manifest['n_features']}), got {codes.shape}; rebuild it")
+            raise ValueError(
+                f"{path}: the index covers codes of shape ({manifest['n_items']}, "
+                f"{manifest['n_features']}), got {codes.shape}; rebuild it"
+            )
         if manifest["fingerprint"] != _fingerprint(codes):
-            raise ValueError(f"{path}: the codes differ from those the index was built on; "
-                             "rebuild it")
+            raise ValueError(
+                f"{path}: the codes differ from those the index was built on; rebuild it"
+            )
         arrays = {}
         for name in _ARRAYS:
             file = path / f"{name}.npy"
             size = file.stat().st_size if file.exists() else None
             if size != manifest["files"].get(f"{name}.npy"):
-                raise ValueError(f"{file}: expected {manifest['files'].get(f'{name}.npy')} bytes, "
-                                 f"got {size}; the index is damaged - rebuild it")
+                raise ValueError(
+                    f"{file}: expected {manifest['files'].get(f'{name}.npy')} bytes, "
+                    f"got {size}; the index is damaged - rebuild it"
+                )
             arrays[name] = np.load(file, mmap_mode="r" if name in ("order", "offsets") else None)
-        return cls(codes, subsets=manifest["subsets"], block_size=manifest["block_size"],
-                   path=path, build_seconds=manifest.get("build_seconds"), **arrays)
+        return cls(
+            codes,
+            subsets=manifest["subsets"],
+            block_size=manifest["block_size"],
+            path=path,
+            build_seconds=manifest.get("build_seconds"),
+            **arrays,
+        )
 
     # ---- description ----
     def __repr__(self) -> str:
-        return (f"BoxIndex(n_items={self.n_items}, subsets={len(self.subsets)}, "
-                f"bytes_per_item={self.bytes_per_item:.1f}, path={self.path})")
+        return (
+            f"BoxIndex(n_items={self.n_items}, subsets={len(self.subsets)}, "
+            f"bytes_per_item={self.bytes_per_item:.1f}, path={self.path})"
+        )
 
     @property
     def n_items(self) -> int:
@@ -677,7 +802,7 @@ class BoxIndex:
             for t in range(int(self.ksize[q])):
                 sl = self.slots[q, t]
                 starts = np.flatnonzero(np.diff(np.concatenate([[-1], sl])))
-                first[q, t, :starts.shape[0]] = starts
+                first[q, t, : starts.shape[0]] = starts
         return first
 
     # ---- queries ----
@@ -720,8 +845,9 @@ class BoxIndex:
             strides = self.strides[q, :k]
             base = int(self.cell_ptr[q])
             none_i, none_b = np.empty(0, np.int64), np.empty(0, np.bool_)
-            nr, nc, nf, npart = _plan_box(self.offsets, base, k, first, last, strides, full,
-                                          False, none_i, none_i, none_b)
+            nr, nc, nf, npart = _plan_box(
+                self.offsets, base, k, first, last, strides, full, False, none_i, none_i, none_b
+            )
             if with_runs and nr:
                 rs = np.empty(nr, np.int64)
                 re = np.empty(nr, np.int64)
@@ -738,35 +864,46 @@ class BoxIndex:
         n = self.n_items
         out = {"n_items": n, "cost_scan_ns": self.cost_scan_item * n}
         if plan is None:
-            out.update(cost_index_ns=float("inf"), missing_box=missing,
-                       reason=f"box {missing} constrains dims {boxes.dims[missing]}, which "
-                              "no indexed subset covers")
+            out.update(
+                cost_index_ns=float("inf"),
+                missing_box=missing,
+                reason=f"box {missing} constrains dims {boxes.dims[missing]}, which "
+                "no indexed subset covers",
+            )
             return out
         _, stats, _ = plan
         runs, cells, listed, checked = (int(x) for x in stats.sum(axis=0))
         candidates = listed + checked
         combine = min(self.cost_dense_item * n, self.cost_sparse_id * candidates)
-        per_check = (self.cost_checked_id_cached if self.codes.nbytes <= self.cache_bytes
-                     else self.cost_checked_id)
-        cost = (self.cost_listed_id * listed + per_check * checked
-                + self.cost_run * runs + combine)
-        out.update(cost_index_ns=float(cost), cells_touched=cells, runs_planned=runs,
-                   ids_listed=listed,
-                   ids_checked=checked, fraction_touched=candidates / max(1, n),
-                   bytes_index=listed * self.order.dtype.itemsize
-                   + checked * (self.order.dtype.itemsize + 64),
-                   bytes_scan=int(self.codes.nbytes))
+        per_check = (
+            self.cost_checked_id_cached
+            if self.codes.nbytes <= self.cache_bytes
+            else self.cost_checked_id
+        )
+        cost = self.cost_listed_id * listed + per_check * checked + self.cost_run * runs + combine
+        out.update(
+            cost_index_ns=float(cost),
+            cells_touched=cells,
+            runs_planned=runs,
+            ids_listed=listed,
+            ids_checked=checked,
+            fraction_touched=candidates / max(1, n),
+            bytes_index=listed * self.order.dtype.itemsize
+            + checked * (self.order.dtype.itemsize + 64),
+            bytes_scan=int(self.codes.nbytes),
+        )
         return out
 
     def _check_boxes(self, boxes):
         if not isinstance(boxes, Boxes):
             raise TypeError(f"boxes: expected a Boxes instance, got {describe(boxes)}")
         if boxes.n_features != self.codes.shape[1]:
-            raise ValueError(f"boxes: expected boxes over {self.codes.shape[1]} code dims, "
-                             f"got {boxes.n_features}")
+            raise ValueError(
+                f"boxes: expected boxes over {self.codes.shape[1]} code dims, "
+                f"got {boxes.n_features}"
+            )
 
-    def search(self, boxes: Boxes, *, path: str = "auto", n_jobs: int | None = None
-               ) -> ScanResult:
+    def search(self, boxes: Boxes, *, path: str = "auto", n_jobs: int | None = None) -> ScanResult:
         """Every item in at least one box, with its votes, in id order.
 
         ``path``: "auto" (the cost model chooses), "index" or "scan". The
@@ -788,8 +925,9 @@ class BoxIndex:
         t0 = time.perf_counter()
         est = self.estimate(boxes)
         t_plan = time.perf_counter() - t0
-        use_index = (path == "index" or (path == "auto"
-                                          and est["cost_index_ns"] < est["cost_scan_ns"]))
+        use_index = path == "index" or (
+            path == "auto" and est["cost_index_ns"] < est["cost_scan_ns"]
+        )
         if "missing_box" in est:
             if path == "index":
                 log.info("BoxIndex: %s; scanning instead", est["reason"])
@@ -832,9 +970,9 @@ class BoxIndex:
         box_hi = np.zeros((m, kmax), np.int64)
         for b, dd in enumerate(boxes.dims):
             box_k[b] = len(dd)
-            box_dims[b, :len(dd)] = dd
-            box_lo[b, :len(dd)] = boxes.lower[b, list(dd)]
-            box_hi[b, :len(dd)] = boxes.upper[b, list(dd)]
+            box_dims[b, : len(dd)] = dd
+            box_lo[b, : len(dd)] = boxes.lower[b, list(dd)]
+            box_hi[b, : len(dd)] = boxes.upper[b, list(dd)]
         lengths = run_stop - run_start
         out_off = np.zeros(lengths.shape[0] + 1, np.int64)
         np.cumsum(lengths, out=out_off[1:])
@@ -843,8 +981,22 @@ class BoxIndex:
         counts = np.zeros(lengths.shape[0], np.int64)
         if lengths.shape[0]:
             collect = _collect if cand >= self.parallel_min else _collect_serial
-            collect(self.order, self.codes, run_start, run_stop, run_full, run_row, run_box,
-                     out_off, box_dims, box_k, box_lo, box_hi, buf, counts)
+            collect(
+                self.order,
+                self.codes,
+                run_start,
+                run_stop,
+                run_full,
+                run_row,
+                run_box,
+                out_off,
+                box_dims,
+                box_k,
+                box_lo,
+                box_hi,
+                buf,
+                counts,
+            )
         dst_off = np.zeros(counts.shape[0] + 1, np.int64)
         np.cumsum(counts, out=dst_off[1:])
         matched = np.empty(int(dst_off[-1]), self.order.dtype)
@@ -863,12 +1015,17 @@ class BoxIndex:
             ids = np.empty(int(off[-1]), np.int64)
             out_votes = np.empty(ids.shape[0], vdtype)
             if ids.shape[0]:
-                (_nonzero_gather if big else _nonzero_gather_serial)(votes, chunk, off, ids,
-                                                                      out_votes)
+                (_nonzero_gather if big else _nonzero_gather_serial)(
+                    votes, chunk, off, ids, out_votes
+                )
         else:
             uniq, cnt = np.unique(matched, return_counts=True)
             ids = uniq.astype(np.int64)
             out_votes = cnt.astype(vdtype)
-        info = {"n_items": n, "runs": int(lengths.shape[0]), "ids_matched": int(matched.shape[0]),
-                "combine": "dense" if dense else "sparse"}
+        info = {
+            "n_items": n,
+            "runs": int(lengths.shape[0]),
+            "ids_matched": int(matched.shape[0]),
+            "combine": "dense" if dense else "sparse",
+        }
         return ScanResult(ids, out_votes, "index", info)

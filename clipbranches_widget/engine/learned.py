@@ -120,11 +120,29 @@ class LearnedCompressor(q8.CodesMixin, TransformerMixin, BaseEstimator):
     n_features_in_ : int
     """
 
-    def __init__(self, n_components=32, *, hidden=256, input_dims=128, perplexity=10.0, koleo=0.05,
-                 anchors=128, pool=2048, lr=2e-3, max_epochs=30,
-                 steps_per_epoch=50, patience=4, validation_fraction=0.1,
-                 max_fit_samples=100_000, quantile=0.001, quantization="per_dimension",
-                 caption_weight=1.0, random_state=0, n_threads=1, progress=True):
+    def __init__(
+        self,
+        n_components=32,
+        *,
+        hidden=256,
+        input_dims=128,
+        perplexity=10.0,
+        koleo=0.05,
+        anchors=128,
+        pool=2048,
+        lr=2e-3,
+        max_epochs=30,
+        steps_per_epoch=50,
+        patience=4,
+        validation_fraction=0.1,
+        max_fit_samples=100_000,
+        quantile=0.001,
+        quantization="per_dimension",
+        caption_weight=1.0,
+        random_state=0,
+        n_threads=1,
+        progress=True,
+    ):
         self.n_components = n_components
         self.hidden = hidden
         self.input_dims = input_dims
@@ -149,16 +167,27 @@ class LearnedCompressor(q8.CodesMixin, TransformerMixin, BaseEstimator):
     def _check_params(self):
         def positive_int(name, lo=1, hi=None):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo \
-                    or (hi is not None and v > hi):
+            if (
+                isinstance(v, bool)
+                or not isinstance(v, (int, np.integer))
+                or v < lo
+                or (hi is not None and v > hi)
+            ):
                 rng = f"{lo}..{hi}" if hi is not None else f">= {lo}"
                 raise ValueError(f"{name}: expected an integer {rng}, got {v!r}")
 
         positive_int("n_components", 1, 255)
         positive_int("input_dims", int(self.n_components), 255)
         positive_int("max_epochs", 0)
-        for name in ("hidden", "anchors", "pool", "steps_per_epoch",
-                     "patience", "max_fit_samples", "n_threads"):
+        for name in (
+            "hidden",
+            "anchors",
+            "pool",
+            "steps_per_epoch",
+            "patience",
+            "max_fit_samples",
+            "n_threads",
+        ):
             positive_int(name)
         for name in ("perplexity", "lr"):
             if not getattr(self, name) > 0:
@@ -167,13 +196,16 @@ class LearnedCompressor(q8.CodesMixin, TransformerMixin, BaseEstimator):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name}: expected a number >= 0, got {getattr(self, name)!r}")
         if not 0 < self.validation_fraction < 0.5:
-            raise ValueError(f"validation_fraction: expected a value in (0, 0.5), got "
-                             f"{self.validation_fraction!r}")
+            raise ValueError(
+                f"validation_fraction: expected a value in (0, 0.5), got "
+                f"{self.validation_fraction!r}"
+            )
         if not 0 <= self.quantile < 0.5:
             raise ValueError(f"quantile: expected a value in [0, 0.5), got {self.quantile!r}")
         if self.quantization not in QUANTIZATIONS:
-            raise ValueError(f"quantization: expected one of {QUANTIZATIONS}, got "
-                             f"{self.quantization!r}")
+            raise ValueError(
+                f"quantization: expected one of {QUANTIZATIONS}, got {self.quantization!r}"
+            )
 
     def fit(self, X, y=None, *, captions=None):
         """Train the head on embeddings ``X`` (n, d); ``y`` is ignored.
@@ -206,8 +238,9 @@ class LearnedCompressor(q8.CodesMixin, TransformerMixin, BaseEstimator):
         self.input_components_ = pca.components_
         self.input_scale_ = 1.0
         U = self._inputs(Xn)
-        self.input_scale_ = float(1.0 / max(np.sqrt((U.astype(np.float64) ** 2)
-                                                    .sum(axis=1).mean()), 1e-12))
+        self.input_scale_ = float(
+            1.0 / max(np.sqrt((U.astype(np.float64) ** 2).sum(axis=1).mean()), 1e-12)
+        )
         self.n_features_in_ = d
         perm = rng.permutation(Xn.shape[0])
         n_val = max(2, int(round(self.validation_fraction * Xn.shape[0])))
@@ -218,9 +251,12 @@ class LearnedCompressor(q8.CodesMixin, TransformerMixin, BaseEstimator):
         if captions is not None and len(rows):
             self.text_weights_, hist = _train_text_head(self, Xn, rows, T, train, val)
             self.history_ += hist
-        log.info("learned head: %d epochs in %.1f s, best held-out loss %.4f",
-                 len(self.history_), time.perf_counter() - t0,
-                 min(h["val"] for h in self.history_))
+        log.info(
+            "learned head: %d epochs in %.1f s, best held-out loss %.4f",
+            len(self.history_),
+            time.perf_counter() - t0,
+            min(h["val"] for h in self.history_),
+        )
         z = self._project_normalised(Xn, self.weights_)
         if self.quantization == "global":
             self.low_, self.scale_ = q8.global_range(self.n_components)
@@ -235,6 +271,7 @@ class LearnedCompressor(q8.CodesMixin, TransformerMixin, BaseEstimator):
     def _check_fitted(self):
         if not hasattr(self, "weights_"):
             from sklearn.exceptions import NotFittedError
+
             raise NotFittedError("LearnedCompressor is not fitted yet: call fit(X) first")
 
     def _inputs(self, Xn) -> np.ndarray:
@@ -263,8 +300,9 @@ class LearnedCompressor(q8.CodesMixin, TransformerMixin, BaseEstimator):
         self._check_fitted()
         z = np.asarray(z, np.float32)
         if z.ndim != 2 or z.shape[1] != len(self.low_):
-            raise ValueError(f"z: expected a 2-D float array of shape (n, {len(self.low_)}), got "
-                             f"{describe(z)}")
+            raise ValueError(
+                f"z: expected a 2-D float array of shape (n, {len(self.low_)}), got {describe(z)}"
+            )
         if self.quantization == "global":
             return q8.quantize_global(z)
         return q8.quantize(z, self.low_, self.scale_)
@@ -288,18 +326,26 @@ class LearnedCompressor(q8.CodesMixin, TransformerMixin, BaseEstimator):
         """JSON-able: parameters, weights (base64 float32), quantisation, decoder."""
         self._check_fitted()
         params = self.get_params()
-        return {"kind": "learned", "params": params,
-                "mean": _pack(self.mean_), "input_components": _pack(self.input_components_),
-                "input_scale": self.input_scale_,
-                "weights": {k: _pack(v) for k, v in self.weights_.items()},
-                "text_weights": (None if self.text_weights_ is None else
-                                 {k: _pack(v) for k, v in self.text_weights_.items()}),
-                "decoder": _pack(self.decoder_),
-                "low": self.low_.tolist(), "scale": self.scale_.tolist(),
-                "history": self.history_}
+        return {
+            "kind": "learned",
+            "params": params,
+            "mean": _pack(self.mean_),
+            "input_components": _pack(self.input_components_),
+            "input_scale": self.input_scale_,
+            "weights": {k: _pack(v) for k, v in self.weights_.items()},
+            "text_weights": (
+                None
+                if self.text_weights_ is None
+                else {k: _pack(v) for k, v in self.text_weights_.items()}
+            ),
+            "decoder": _pack(self.decoder_),
+            "low": self.low_.tolist(),
+            "scale": self.scale_.tolist(),
+            "history": self.history_,
+        }
 
     @classmethod
-    def from_dict(cls, data: dict) -> "LearnedCompressor":
+    def from_dict(cls, data: dict) -> LearnedCompressor:
         if not isinstance(data, dict) or data.get("kind") != "learned":
             got = data.get("kind") if isinstance(data, dict) else type(data).__name__
             raise ValueError(f"LearnedCompressor.from_dict: expected kind 'learned', got {got!r}")
@@ -316,21 +362,29 @@ class LearnedCompressor(q8.CodesMixin, TransformerMixin, BaseEstimator):
             c.scale_ = np.asarray(data["scale"], np.float32)
             c.history_ = list(data.get("history", []))
         except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"LearnedCompressor.from_dict: a malformed entry ({exc!r}); "
-                             "expected the output of to_dict()") from exc
+            raise ValueError(
+                f"LearnedCompressor.from_dict: a malformed entry ({exc!r}); "
+                "expected the output of to_dict()"
+            ) from exc
         c.n_features_in_ = int(c.mean_.shape[0])
         k, d = int(c.n_components), c.n_features_in_
         r = c.input_components_.shape[0]
-        if c.input_components_.shape != (r, d) or c.weights_.get("W", np.empty(0)).shape != (r, k) \
-                or c.low_.shape != (k,):
-            raise ValueError(f"LearnedCompressor.from_dict: expected input_components of shape "
-                             f"(r, {d}) and weights W of shape (r, {k}), got "
-                             f"{c.input_components_.shape} and "
-                             f"{c.weights_.get('W', np.empty(0)).shape}")
+        if (
+            c.input_components_.shape != (r, d)
+            or c.weights_.get("W", np.empty(0)).shape != (r, k)
+            or c.low_.shape != (k,)
+        ):
+            raise ValueError(
+                f"LearnedCompressor.from_dict: expected input_components of shape "
+                f"(r, {d}) and weights W of shape (r, {k}), got "
+                f"{c.input_components_.shape} and "
+                f"{c.weights_.get('W', np.empty(0)).shape}"
+            )
         return c
 
 
 # ---------------------------------------------------------------------- helpers (numpy)
+
 
 def _normalise(X) -> np.ndarray:
     X = np.asarray(X, np.float32)
@@ -339,8 +393,11 @@ def _normalise(X) -> np.ndarray:
 
 def _pack(a) -> dict:
     a = np.ascontiguousarray(a, dtype="<f4")
-    return {"shape": list(a.shape), "dtype": "<f4",
-            "data": base64.b64encode(a.tobytes()).decode("ascii")}
+    return {
+        "shape": list(a.shape),
+        "dtype": "<f4",
+        "data": base64.b64encode(a.tobytes()).decode("ascii"),
+    }
 
 
 def _unpack(p) -> np.ndarray:
@@ -352,21 +409,25 @@ def _check_captions(captions, n: int, d: int):
     try:
         rows, T = captions
     except (TypeError, ValueError) as exc:
-        raise TypeError(f"captions: expected a pair (rows, text_embeddings), got "
-                        f"{type(captions).__name__}") from exc
+        raise TypeError(
+            f"captions: expected a pair (rows, text_embeddings), got {type(captions).__name__}"
+        ) from exc
     rows = np.asarray(rows)
     if rows.ndim != 1 or rows.dtype.kind not in "iu":
         raise TypeError(f"captions: expected rows as a 1-D integer array, got {describe(rows)}")
     T = check_embeddings(T, n_features=d, name="captions text embeddings")
     if T.shape[0] != rows.shape[0]:
-        raise ValueError(f"captions: expected one text embedding per row, got {rows.shape[0]} "
-                         f"rows and {T.shape[0]} text embeddings")
+        raise ValueError(
+            f"captions: expected one text embedding per row, got {rows.shape[0]} "
+            f"rows and {T.shape[0]} text embeddings"
+        )
     if rows.size and (rows.min() < 0 or rows.max() >= n):
         raise IndexError(f"captions: expected rows in 0..{n - 1}, got {rows.min()}..{rows.max()}")
     return rows.astype(np.int64), T
 
 
 # ---------------------------------------------------------------------- training (torch)
+
 
 def _torch_threads(n: int):
     """Context manager running torch on ``n`` threads, restoring the setting after."""
@@ -382,6 +443,7 @@ def _torch_threads(n: int):
             yield
         finally:
             torch.set_num_threads(before)
+
     return ctx()
 
 
@@ -415,8 +477,7 @@ def _teacher(S, perplexity: float):
     the temperature that gives it the perplexity ``perplexity`` (as t-SNE)."""
     import torch
 
-    return torch.softmax((S - S.amax(dim=1, keepdim=True)) * _calibrate(S, perplexity).exp(),
-                         dim=1)
+    return torch.softmax((S - S.amax(dim=1, keepdim=True)) * _calibrate(S, perplexity).exp(), dim=1)
 
 
 def _head(params, xc):
@@ -433,8 +494,13 @@ def _init_params(est, r: int, gen):
     k, hid = int(est.n_components), int(est.hidden)
     W = torch.eye(r, k)  # the first k principal coordinates: the PCA codes
     W1 = torch.randn(r, hid, generator=gen) * math.sqrt(2.0 / r)
-    return {"W": W, "W1": W1, "b1": torch.zeros(hid), "W2": torch.zeros(hid, k),
-            "b2": torch.zeros(k)}
+    return {
+        "W": W,
+        "W1": W1,
+        "b1": torch.zeros(hid),
+        "W2": torch.zeros(hid, k),
+        "b2": torch.zeros(k),
+    }
 
 
 def _batch(idx, est, gen):
@@ -444,7 +510,7 @@ def _batch(idx, est, gen):
     n = idx.shape[0]
     perm = idx[torch.randperm(n, generator=gen)]
     n_anchor = min(int(est.anchors), max(1, n // 2))
-    return perm[:n_anchor], perm[n_anchor:n_anchor + int(est.pool)]
+    return perm[:n_anchor], perm[n_anchor : n_anchor + int(est.pool)]
 
 
 def _distill_loss(params, log_scale, Xn_t, Xc_t, batch, est):
@@ -456,7 +522,7 @@ def _distill_loss(params, log_scale, Xn_t, Xc_t, batch, est):
     with torch.no_grad():
         P = _teacher(Xn_t[a] @ Xn_t[p].T, float(est.perplexity))
     Z = _head(params, Xc_t[torch.cat([a, p])])
-    za, zp = Z[: a.shape[0]], Z[a.shape[0]:]
+    za, zp = Z[: a.shape[0]], Z[a.shape[0] :]
     C = za @ zp.T
     # each student row is measured in units of its own neighbourhood width
     # (nearest minus k-th nearest similarity, k ~ perplexity), like the
@@ -500,8 +566,9 @@ def _fit_loop(est, params, extra, step_loss, val_batches, desc):
             total += float(loss.detach())
         with torch.no_grad():
             val = float(np.mean([float(step_loss(vb)) for vb in val_batches]))
-        history.append({"stage": desc, "epoch": epoch, "train": total / est.steps_per_epoch,
-                        "val": val})
+        history.append(
+            {"stage": desc, "epoch": epoch, "train": total / est.steps_per_epoch, "val": val}
+        )
         bar.set_postfix(train=f"{total / est.steps_per_epoch:.4f}", val=f"{val:.4f}")
         if val < best_loss - 1e-5:
             best_loss, waited = val, 0
@@ -528,12 +595,18 @@ def _train_image_head(est, Xn, train, val):
         # held-out anchors against a pool drawn from the training items: the
         # same geometry (pool size, so temperature) as the training batches
         vgen = torch.Generator().manual_seed(int(est.random_state) + 1)
-        val_batches = [(va[torch.randperm(va.numel(), generator=vgen)[: int(est.anchors)]],
-                        _batch(tr, est, vgen)[1]) for _ in range(4)]
+        val_batches = [
+            (
+                va[torch.randperm(va.numel(), generator=vgen)[: int(est.anchors)]],
+                _batch(tr, est, vgen)[1],
+            )
+            for _ in range(4)
+        ]
 
         def step_loss(vb):
-            return _distill_loss(params, log_scale, Xn_t, Xc_t,
-                                 _batch(tr, est, gen) if vb is None else vb, est)
+            return _distill_loss(
+                params, log_scale, Xn_t, Xc_t, _batch(tr, est, gen) if vb is None else vb, est
+            )
 
         return _fit_loop(est, params, [log_scale], step_loss, val_batches, "image head")
 
@@ -564,14 +637,21 @@ def _train_text_head(est, Xn, rows, T, train, val):
             zt = _head(params, Tc_t[pr])
             logits = zt @ target[pr].T * log_scale.exp()
             labels = torch.arange(pr.numel())
-            nce = (torch.nn.functional.cross_entropy(logits, labels)
-                   + torch.nn.functional.cross_entropy(logits.T, labels)) / 2
+            nce = (
+                torch.nn.functional.cross_entropy(logits, labels)
+                + torch.nn.functional.cross_entropy(logits.T, labels)
+            ) / 2
             keep = (_head(params, Xc_t[img]) - _head(image, Xc_t[img])).pow(2).sum(dim=1).mean()
             return nce + est.caption_weight * keep
 
         vgen = torch.Generator().manual_seed(int(est.random_state) + 3)
-        val_batches = [(pairs_va[torch.randperm(pairs_va.numel(), generator=vgen)[:size]],
-                        torch.from_numpy(val)) for _ in range(2)]
+        val_batches = [
+            (
+                pairs_va[torch.randperm(pairs_va.numel(), generator=vgen)[:size]],
+                torch.from_numpy(val),
+            )
+            for _ in range(2)
+        ]
 
         def step_loss(vb):
             if vb is not None:
@@ -581,6 +661,8 @@ def _train_text_head(est, Xn, rows, T, train, val):
             return loss_on(pr, img)
 
         if pairs_tr.numel() < 2:
-            raise ValueError(f"captions: expected at least 2 image-caption pairs in the training "
-                             f"split, got {pairs_tr.numel()}")
+            raise ValueError(
+                f"captions: expected at least 2 image-caption pairs in the training "
+                f"split, got {pairs_tr.numel()}"
+            )
         return _fit_loop(est, params, [log_scale], step_loss, val_batches, "text head")

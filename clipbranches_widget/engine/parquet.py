@@ -43,8 +43,16 @@ def _schema(n_features: int):
     return pa.schema(fields, metadata={b"clipbranches.layout": b"id,uri,codes:uint8"})
 
 
-def write_parquet(catalogue, path, *, uris=None, ids=None, row_group_size: int = DEFAULT_ROW_GROUP_SIZE,
-                  compression: str | None = "snappy", sort_by=None) -> Path:
+def write_parquet(
+    catalogue,
+    path,
+    *,
+    uris=None,
+    ids=None,
+    row_group_size: int = DEFAULT_ROW_GROUP_SIZE,
+    compression: str | None = "snappy",
+    sort_by=None,
+) -> Path:
     """Write a catalogue (or a plain (n, d) uint8 code array) as one Parquet file.
 
     Parameters
@@ -76,7 +84,9 @@ def write_parquet(catalogue, path, *, uris=None, ids=None, row_group_size: int =
     codes = check_codes(codes, name="codes", allow_empty=True)
     n, d = codes.shape
     if int(row_group_size) < 1:
-        raise ValueError(f"row_group_size: expected a positive number of rows, got {row_group_size}")
+        raise ValueError(
+            f"row_group_size: expected a positive number of rows, got {row_group_size}"
+        )
     row_group_size = int(row_group_size)
     if uris is not None:
         uris = np.asarray(uris, dtype=object)
@@ -96,35 +106,46 @@ def write_parquet(catalogue, path, *, uris=None, ids=None, row_group_size: int =
     tmp = path.with_name(path.name + f".partial-{os.getpid()}")
     schema = _schema(d)
     try:
-        with pq.ParquetWriter(tmp, schema, compression=compression,
-                              write_statistics=True) as writer:
+        with pq.ParquetWriter(
+            tmp, schema, compression=compression, write_statistics=True
+        ) as writer:
             for s in range(0, max(n, 1), row_group_size):
                 e = min(n, s + row_group_size)
                 rows = slice(s, e) if order is None else order[s:e]
                 block = np.ascontiguousarray(codes[rows])
-                uri = (pa.nulls(e - s, pa.string()) if uris is None
-                       else pa.array(uris[rows].tolist(), pa.string()))
+                uri = (
+                    pa.nulls(e - s, pa.string())
+                    if uris is None
+                    else pa.array(uris[rows].tolist(), pa.string())
+                )
                 arrays = [pa.array(ids[rows], pa.int64()), uri]
                 arrays += [pa.array(block[:, j], pa.uint8()) for j in range(d)]
-                writer.write_table(pa.Table.from_arrays(arrays, schema=schema),
-                                   row_group_size=row_group_size)
+                writer.write_table(
+                    pa.Table.from_arrays(arrays, schema=schema), row_group_size=row_group_size
+                )
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
-    log.info("wrote %d items to %s (%d row groups of %d)", n, path,
-             -(-n // row_group_size), row_group_size)
+    log.info(
+        "wrote %d items to %s (%d row groups of %d)",
+        n,
+        path,
+        -(-n // row_group_size),
+        row_group_size,
+    )
     return path
 
 
 def _sort_order(codes, sort_by):
     d = codes.shape[1]
     dims = []
-    for c in ([sort_by] if isinstance(sort_by, (str, int)) else list(sort_by)):
+    for c in [sort_by] if isinstance(sort_by, (str, int)) else list(sort_by):
         j = int(c[1:]) if isinstance(c, str) and c.startswith("c") and c[1:].isdigit() else c
         if not isinstance(j, (int, np.integer)) or not 0 <= j < d:
-            raise ValueError(f"sort_by: expected code columns c0..c{d - 1} or indices "
-                             f"0..{d - 1}, got {c!r}")
+            raise ValueError(
+                f"sort_by: expected code columns c0..c{d - 1} or indices 0..{d - 1}, got {c!r}"
+            )
         dims.append(int(j))
     # np.lexsort sorts by its last key first; stable, so ties keep id order
     return np.lexsort([codes[:, j] for j in reversed(dims)]).astype(np.int64)
@@ -138,13 +159,15 @@ def read_parquet_codes(path):
     names = [c for c in table.column_names if c.startswith("c") and c[1:].isdigit()]
     names.sort(key=lambda c: int(c[1:]))
     if "id" not in table.column_names or names != code_columns(len(names)) or not names:
-        raise ValueError(f"{path}: expected columns id, uri, c0..c{{d-1}}, got "
-                         f"{table.column_names}")
+        raise ValueError(
+            f"{path}: expected columns id, uri, c0..c{{d-1}}, got {table.column_names}"
+        )
     codes = np.empty((table.num_rows, len(names)), np.uint8)
     for j, c in enumerate(names):
         codes[:, j] = table.column(c).to_numpy()
-    uris = (table.column("uri").to_numpy(zero_copy_only=False)
-            if "uri" in table.column_names else None)
+    uris = (
+        table.column("uri").to_numpy(zero_copy_only=False) if "uri" in table.column_names else None
+    )
     return table.column("id").to_numpy().astype(np.int64), codes, uris
 
 
@@ -154,8 +177,13 @@ def path_list(source, expected: str) -> list[str]:
     ``expected`` completes the error message ("source: expected ...") so
     each engine names the other inputs it accepts.
     """
-    items = ([source] if isinstance(source, (str, Path))
-             else list(source) if isinstance(source, (list, tuple)) else [])
+    items = (
+        [source]
+        if isinstance(source, (str, Path))
+        else list(source)
+        if isinstance(source, (list, tuple))
+        else []
+    )
     if not items or not all(isinstance(s, (str, Path)) for s in items):
         raise TypeError(f"source: expected {expected}, got {type(source).__name__}")
     return [str(s) for s in items]

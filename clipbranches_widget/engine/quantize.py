@@ -16,8 +16,15 @@ import numpy as np
 
 from .validation import check_codes
 
-__all__ = ["GLOBAL_LOW", "GLOBAL_SCALE", "fit_per_dimension", "global_range", "quantize",
-           "quantize_global", "dequantize"]
+__all__ = [
+    "GLOBAL_LOW",
+    "GLOBAL_SCALE",
+    "fit_per_dimension",
+    "global_range",
+    "quantize",
+    "quantize_global",
+    "dequantize",
+]
 
 # the reference maps a unit vector's coordinates with code = trunc(127.5 z + 128);
 # the centre of bin c is (c + 0.5 - 128) / 127.5

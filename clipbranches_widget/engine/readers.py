@@ -27,8 +27,9 @@ _NUMBER = re.compile(r"(\d+)(?=\.[^.]+$)")
 def _shard_number(path: Path) -> int:
     m = _NUMBER.search(path.name)
     if m is None:
-        raise ValueError(f"shard {str(path)!r}: expected a file name ending in a number "
-                         "(e.g. img_emb_0.npy)")
+        raise ValueError(
+            f"shard {str(path)!r}: expected a file name ending in a number (e.g. img_emb_0.npy)"
+        )
     return int(m.group(1))
 
 
@@ -51,8 +52,10 @@ def read_embedding_shards(files) -> np.ndarray:
         if X.ndim != 2 or X.dtype.kind != "f":
             raise ValueError(f"{str(f)!r}: expected a 2-D float array, got {describe(X)}")
         if parts and X.shape[1] != parts[0].shape[1]:
-            raise ValueError(f"{str(f)!r}: expected {parts[0].shape[1]} columns like the "
-                             f"previous shards, got {X.shape[1]}")
+            raise ValueError(
+                f"{str(f)!r}: expected {parts[0].shape[1]} columns like the "
+                f"previous shards, got {X.shape[1]}"
+            )
         parts.append(X)
     if not parts:
         raise ValueError("expected at least one embedding shard, got none")
@@ -71,8 +74,10 @@ def read_clip_retrieval(folder, *, embeddings: str = "img_emb", metadata: str = 
     folder = Path(folder)
     emb_dir = folder / embeddings
     if not emb_dir.is_dir():
-        raise FileNotFoundError(f"{str(folder)!r}: expected a clip-retrieval output folder with "
-                                f"an {embeddings}/ folder of .npy shards; it has none")
+        raise FileNotFoundError(
+            f"{str(folder)!r}: expected a clip-retrieval output folder with "
+            f"an {embeddings}/ folder of .npy shards; it has none"
+        )
     shards = _numbered(emb_dir, ["*.npy"])
     if not shards:
         raise ValueError(f"{str(emb_dir)!r}: expected .npy embedding shards, found none")
@@ -83,15 +88,19 @@ def read_clip_retrieval(folder, *, embeddings: str = "img_emb", metadata: str = 
         return X, None
     metas = _numbered(meta_dir, ["*.parquet", "*.csv"])
     if sorted(metas) != order:
-        raise ValueError(f"metadata shards {sorted(metas)} do not match embedding shards "
-                         f"{order} in {str(folder)!r}")
+        raise ValueError(
+            f"metadata shards {sorted(metas)} do not match embedding shards "
+            f"{order} in {str(folder)!r}"
+        )
     frames = []
     for k in order:
         p = metas[k]
         df = pd.read_parquet(p) if p.suffix == ".parquet" else pd.read_csv(p)
         n_rows = np.load(shards[k], mmap_mode="r").shape[0]
         if len(df) != n_rows:
-            raise ValueError(f"{p.name}: expected {n_rows} rows (one per embedding in "
-                             f"{shards[k].name}), got {len(df)}")
+            raise ValueError(
+                f"{p.name}: expected {n_rows} rows (one per embedding in "
+                f"{shards[k].name}), got {len(df)}"
+            )
         frames.append(df)
     return X, pd.concat(frames, ignore_index=True)

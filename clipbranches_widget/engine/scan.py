@@ -82,16 +82,18 @@ def compile_tables(boxes: Boxes, freq=None):
     m, d = boxes.n_boxes, boxes.n_features
     w = max(1, (m + 63) // 64)
     values = np.arange(256, dtype=np.int64)
-    inside = ((values[None, None, :] >= boxes.lower[:, :, None])
-              & (values[None, None, :] <= boxes.upper[:, :, None]))  # (m, d, 256)
+    inside = (values[None, None, :] >= boxes.lower[:, :, None]) & (
+        values[None, None, :] <= boxes.upper[:, :, None]
+    )  # (m, d, 256)
     bits = np.left_shift(np.uint64(1), np.arange(64, dtype=np.uint64))
     tables = np.zeros((d, 256, w), np.uint64)
     full = np.zeros(w, np.uint64)
     for word in range(w):
-        chunk = inside[word * 64:(word + 1) * 64]
+        chunk = inside[word * 64 : (word + 1) * 64]
         nb = chunk.shape[0]
         tables[:, :, word] = (chunk.astype(np.uint64) * bits[:nb, None, None]).sum(
-            axis=0, dtype=np.uint64)
+            axis=0, dtype=np.uint64
+        )
         full[word] = bits[:nb].sum(dtype=np.uint64)
     constrained = np.flatnonzero((tables != full[None, None, :]).any(axis=(1, 2)))
     order = dimension_order(boxes, constrained, freq)

@@ -31,13 +31,13 @@ class KnnSeeder(BaseEstimator):
     def search(self, q, k: int):
         if not hasattr(self, "index_"):
             from sklearn.exceptions import NotFittedError
+
             raise NotFittedError("KnnSeeder is not fitted yet: call fit(X) first")
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise ValueError(f"k: expected a positive integer, got {k!r}")
         q = np.asarray(q)
         single = q.ndim == 1
-        q = check_embeddings(q[None, :] if single else q, n_features=self.n_features_in_,
-                             name="q")
+        q = check_embeddings(q[None, :] if single else q, n_features=self.n_features_in_, name="q")
         if self.n_jobs is not None:
             faiss.omp_set_num_threads(max(1, int(self.n_jobs)))
         scores, ids = self.index_.search(q, int(k))

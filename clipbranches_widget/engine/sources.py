@@ -8,8 +8,17 @@ from pathlib import Path
 __all__ = ["IMAGE_EXTENSIONS", "list_images"]
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
-PATH_COLUMNS = ("uri", "url", "path", "filepath", "file_path", "image_path", "image", "file",
-                "filename")
+PATH_COLUMNS = (
+    "uri",
+    "url",
+    "path",
+    "filepath",
+    "file_path",
+    "image_path",
+    "image",
+    "file",
+    "filename",
+)
 _TABLE_SUFFIXES = (".csv", ".parquet", ".pq", ".tsv")
 
 
@@ -30,9 +39,11 @@ def list_images(source, *, path_column: str | None = None) -> list[str]:
         if p.is_file() and p.suffix.lower() in _TABLE_SUFFIXES:
             return _table(_read_table(p), path_column, base=p.parent)
         if p.is_file():
-            raise ValueError(f"source: expected a folder of images, a list of paths/URLs or a "
-                             f"table (.csv/.parquet), got the file {str(p)!r}; for one image "
-                             f"pass [{str(p)!r}]")
+            raise ValueError(
+                f"source: expected a folder of images, a list of paths/URLs or a "
+                f"table (.csv/.parquet), got the file {str(p)!r}; for one image "
+                f"pass [{str(p)!r}]"
+            )
         raise FileNotFoundError(f"source: no such folder or table: {str(p)!r}")
     if _is_dataframe(source):
         return _table(source, path_column, base=None)
@@ -40,11 +51,13 @@ def list_images(source, *, path_column: str | None = None) -> list[str]:
         items = list(source)
         if not all(isinstance(u, (str, os.PathLike)) for u in items):
             bad = next(u for u in items if not isinstance(u, (str, os.PathLike)))
-            raise TypeError(f"source: expected paths or URLs, got a {type(bad).__name__} "
-                            f"item ({bad!r:.60})")
+            raise TypeError(
+                f"source: expected paths or URLs, got a {type(bad).__name__} item ({bad!r:.60})"
+            )
         return [_normalise(u, None) for u in items]
-    raise TypeError(f"source: expected a folder, a list of paths/URLs or a table, "
-                    f"got {type(source).__name__}")
+    raise TypeError(
+        f"source: expected a folder, a list of paths/URLs or a table, got {type(source).__name__}"
+    )
 
 
 def _folder(root: Path) -> list[str]:
@@ -52,8 +65,11 @@ def _folder(root: Path) -> list[str]:
     # resolve the root once (not every file: a million extra syscalls on big folders)
     for dirpath, dirnames, filenames in os.walk(root.resolve()):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        found.extend(os.path.join(dirpath, f) for f in filenames
-                     if not f.startswith(".") and os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS)
+        found.extend(
+            os.path.join(dirpath, f)
+            for f in filenames
+            if not f.startswith(".") and os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS
+        )
     return sorted(found)
 
 
@@ -76,16 +92,21 @@ def _table(df, path_column, base) -> list[str]:
         lower = {c.lower(): c for c in columns}
         path_column = next((lower[c] for c in PATH_COLUMNS if c in lower), None)
         if path_column is None:
-            raise ValueError(f"source: the table has no path column; expected one of "
-                             f"{list(PATH_COLUMNS)} or path_column=..., got columns {columns}")
+            raise ValueError(
+                f"source: the table has no path column; expected one of "
+                f"{list(PATH_COLUMNS)} or path_column=..., got columns {columns}"
+            )
     elif path_column not in df.columns:
-        raise ValueError(f"path_column: {path_column!r} is not a column of the table; "
-                         f"got columns {columns}")
+        raise ValueError(
+            f"path_column: {path_column!r} is not a column of the table; got columns {columns}"
+        )
     values = df[path_column].tolist()
     missing = [i for i, v in enumerate(values) if not isinstance(v, str) or not v]
     if missing:
-        raise ValueError(f"source: column {path_column!r} has {len(missing)} empty or non-text "
-                         f"value(s), first at row {missing[0]}")
+        raise ValueError(
+            f"source: column {path_column!r} has {len(missing)} empty or non-text "
+            f"value(s), first at row {missing[0]}"
+        )
     return [_normalise(v, base) for v in values]
 
 

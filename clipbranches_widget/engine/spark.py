@@ -23,7 +23,13 @@ from .parquet import path_list
 from .scan import ScanResult
 from .sql import boxes_to_sql
 
-__all__ = ["HUGE_METHODS_OPTION", "local_spark_session", "search_spark", "spark_filter", "spark_votes"]
+__all__ = [
+    "HUGE_METHODS_OPTION",
+    "local_spark_session",
+    "search_spark",
+    "spark_filter",
+    "spark_votes",
+]
 
 log = logging.getLogger(__name__)
 
@@ -35,13 +41,14 @@ def _pyspark():
     try:
         from pyspark.sql import functions
     except ImportError as exc:
-        raise ImportError("Spark execution needs pyspark (and a Java runtime): "
-                          "pip install 'clipbranches-widget[spark]'") from exc
+        raise ImportError(
+            "Spark execution needs pyspark (and a Java runtime): "
+            "pip install 'clipbranches-widget[spark]'"
+        ) from exc
     return functions
 
 
-def local_spark_session(master: str = "local[2]", *, app_name: str = "clipbranches",
-                        **conf):
+def local_spark_session(master: str = "local[2]", *, app_name: str = "clipbranches", **conf):
     """A small local SparkSession: no UI, bound to 127.0.0.1, few shuffle partitions.
 
     For a laptop or a test; on a cluster use the session your platform gives
@@ -52,18 +59,21 @@ def local_spark_session(master: str = "local[2]", *, app_name: str = "clipbranch
     _pyspark()
     from pyspark.sql import SparkSession
 
-    builder = (SparkSession.builder.master(master).appName(app_name)
-               .config("spark.ui.enabled", "false")
-               .config("spark.ui.showConsoleProgress", "false")
-               .config("spark.driver.bindAddress", "127.0.0.1")
-               .config("spark.driver.host", "127.0.0.1")
-               .config("spark.sql.shuffle.partitions", "4")
-               .config("spark.sql.execution.arrow.pyspark.enabled", "true")
-               # A model's predicate compiles into one large generated method;
-               # by default the JVM never JIT-compiles methods over 8000 bytes,
-               # which made 8-box queries ~5x slower (benchmarks/sql.py).
-               .config("spark.driver.extraJavaOptions", HUGE_METHODS_OPTION)
-               .config("spark.executor.extraJavaOptions", HUGE_METHODS_OPTION))
+    builder = (
+        SparkSession.builder.master(master)
+        .appName(app_name)
+        .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.driver.bindAddress", "127.0.0.1")
+        .config("spark.driver.host", "127.0.0.1")
+        .config("spark.sql.shuffle.partitions", "4")
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        # A model's predicate compiles into one large generated method;
+        # by default the JVM never JIT-compiles methods over 8000 bytes,
+        # which made 8-box queries ~5x slower (benchmarks/sql.py).
+        .config("spark.driver.extraJavaOptions", HUGE_METHODS_OPTION)
+        .config("spark.executor.extraJavaOptions", HUGE_METHODS_OPTION)
+    )
     for key, value in conf.items():
         builder = builder.config(key.replace("__", "."), value)
     return builder.getOrCreate()
@@ -72,8 +82,9 @@ def local_spark_session(master: str = "local[2]", *, app_name: str = "clipbranch
 def _columns(boxes, columns):
     names = list(columns) if columns is not None else [f"c{j}" for j in range(boxes.n_features)]
     if len(names) != boxes.n_features:
-        raise ValueError(f"columns: expected {boxes.n_features} code column names, "
-                         f"got {len(names)}")
+        raise ValueError(
+            f"columns: expected {boxes.n_features} code column names, got {len(names)}"
+        )
     return names
 
 
@@ -113,14 +124,24 @@ def _frame(spark, source):
 def _collect(df, id_column):
     if hasattr(df, "toArrow"):  # Spark >= 4: columnar, no pandas round trip
         table = df.toArrow()
-        return (table.column(id_column).to_numpy().astype(np.int64),
-                table.column("votes").to_numpy())
+        return (
+            table.column(id_column).to_numpy().astype(np.int64),
+            table.column("votes").to_numpy(),
+        )
     rows = df.collect()
     return (np.array([r[0] for r in rows], np.int64), np.array([r[1] for r in rows], np.int64))
 
 
-def search_spark(spark, source, boxes, *, columns=None, id_column: str = "id",
-                 order: str | None = "id", method: str = "sql") -> ScanResult:
+def search_spark(
+    spark,
+    source,
+    boxes,
+    *,
+    columns=None,
+    id_column: str = "id",
+    order: str | None = "id",
+    method: str = "sql",
+) -> ScanResult:
     """Every row of ``source`` inside at least one box, with its votes, collected.
 
     ``source``: a Spark DataFrame or Parquet path(s) in the ``write_parquet``
@@ -148,15 +169,17 @@ def search_spark(spark, source, boxes, *, columns=None, id_column: str = "id",
         view = f"clipbranches_{uuid.uuid4().hex[:12]}"
         df.createOrReplaceTempView(view)
         try:
-            sql = boxes_to_sql(boxes, view, columns=columns, id_column=id_column,
-                               dialect="spark", order=None)
+            sql = boxes_to_sql(
+                boxes, view, columns=columns, id_column=id_column, dialect="spark", order=None
+            )
             ids, votes = _collect(spark.sql(sql), id_column)
         finally:
             spark.catalog.dropTempView(view)
         sql = sql.replace(view, "catalogue")
     else:
-        out = (df.where(spark_filter(boxes, columns))
-               .select(F.col(id_column), spark_votes(boxes, columns).alias("votes")))
+        out = df.where(spark_filter(boxes, columns)).select(
+            F.col(id_column), spark_votes(boxes, columns).alias("votes")
+        )
         ids, votes = _collect(out, id_column)
     votes = np.asarray(votes).astype(np.uint8 if boxes.n_boxes < 256 else np.uint16)
     if order == "id":
@@ -167,5 +190,4 @@ def search_spark(spark, source, boxes, *, columns=None, id_column: str = "id",
         ids, votes = ids[keep], votes[keep]
     ms = (time.perf_counter() - t0) * 1e3
     log.info("spark (%s): %d matches in %.1f ms", method, ids.shape[0], ms)
-    return ScanResult(ids, votes, "spark", {"sql": sql, "order": order, "method": method,
-                                            "ms": ms})
+    return ScanResult(ids, votes, "spark", {"sql": sql, "order": order, "method": method, "ms": ms})

@@ -21,8 +21,14 @@ import re
 
 import numpy as np
 
-__all__ = ["boxes_from_sql", "boxes_to_sql", "quote_identifier", "quote_table",
-           "session_from_sql", "session_to_sql"]
+__all__ = [
+    "boxes_from_sql",
+    "boxes_to_sql",
+    "quote_identifier",
+    "quote_table",
+    "session_from_sql",
+    "session_to_sql",
+]
 
 _QUOTES = {"ansi": '"', "duckdb": '"', "postgres": '"', "spark": "`"}
 _ORDERS = ("votes", "id", None)
@@ -74,13 +80,20 @@ def _box_predicate(boxes, b: int, cols) -> str:
     # An empty box (lower > upper on some dim) keeps its bounds: BETWEEN with
     # lo > hi is false in every SQL engine, and the round trip stays exact.
     return " AND ".join(
-        f"{cols[j]} BETWEEN {int(boxes.lower[b, j])} AND {int(boxes.upper[b, j])}"
-        for j in dims)
+        f"{cols[j]} BETWEEN {int(boxes.lower[b, j])} AND {int(boxes.upper[b, j])}" for j in dims
+    )
 
 
-def boxes_to_sql(boxes, table="catalogue", *, columns=None, id_column: str = "id",
-                 select: tuple[str, ...] = (), dialect: str = "ansi",
-                 order: str | None = "votes") -> str:
+def boxes_to_sql(
+    boxes,
+    table="catalogue",
+    *,
+    columns=None,
+    id_column: str = "id",
+    select: tuple[str, ...] = (),
+    dialect: str = "ansi",
+    order: str | None = "votes",
+) -> str:
     """A SQL query returning every row inside at least one box, with its votes.
 
     ``order="votes"`` ranks by votes then id, ``"id"`` returns id order (the
@@ -93,23 +106,29 @@ def boxes_to_sql(boxes, table="catalogue", *, columns=None, id_column: str = "id
     idc = quote_identifier(id_column, dialect)
     extra = "".join(f", {quote_identifier(c, dialect)}" for c in select)
     m = boxes.n_boxes
-    header = (f"-- decision-branches model: {m} box{'es' if m != 1 else ''} over "
-              f"{boxes.n_features} code columns; votes = boxes containing the row\n")
-    order_by = {"votes": f"\nORDER BY votes DESC, {idc}", "id": f"\nORDER BY {idc}",
-                None: ""}[order]
+    header = (
+        f"-- decision-branches model: {m} box{'es' if m != 1 else ''} over "
+        f"{boxes.n_features} code columns; votes = boxes containing the row\n"
+    )
+    order_by = {"votes": f"\nORDER BY votes DESC, {idc}", "id": f"\nORDER BY {idc}", None: ""}[
+        order
+    ]
     source = quote_table(table, dialect)
     preds = [_box_predicate(boxes, b, cols) for b in range(m)]
     if not preds:
         return f"{header}SELECT {idc}{extra}, 0 AS votes\nFROM {source}\nWHERE FALSE{order_by}"
     votes = "\n     + ".join(f"CASE WHEN {p} THEN 1 ELSE 0 END" for p in preds)
     where = "\n   OR ".join(f"({p})" for p in preds)
-    return (f"{header}SELECT {idc}{extra},\n       ({votes}) AS votes\n"
-            f"FROM {source}\nWHERE {where}{order_by}")
+    return (
+        f"{header}SELECT {idc}{extra},\n       ({votes}) AS votes\n"
+        f"FROM {source}\nWHERE {where}{order_by}"
+    )
 
 
 # --- parsing our own SQL back -------------------------------------------------
 
-_TOKEN = re.compile(r"""
+_TOKEN = re.compile(
+    r"""
     (?P<ws>\s+)
   | (?P<comment>--[^\n]*)
   | (?P<block>/\*.*?\*/)
@@ -119,10 +138,30 @@ _TOKEN = re.compile(r"""
   | (?P<num>\d+)
   | (?P<word>[A-Za-z_][A-Za-z0-9_$]*)
   | (?P<op>.)
-""", re.VERBOSE | re.DOTALL)
+""",
+    re.VERBOSE | re.DOTALL,
+)
 
-_KEYWORDS = {"SELECT", "FROM", "WHERE", "AND", "OR", "BETWEEN", "CASE", "WHEN", "THEN",
-             "ELSE", "END", "ORDER", "BY", "LIMIT", "TRUE", "FALSE", "AS", "NOT"}
+_KEYWORDS = {
+    "SELECT",
+    "FROM",
+    "WHERE",
+    "AND",
+    "OR",
+    "BETWEEN",
+    "CASE",
+    "WHEN",
+    "THEN",
+    "ELSE",
+    "END",
+    "ORDER",
+    "BY",
+    "LIMIT",
+    "TRUE",
+    "FALSE",
+    "AS",
+    "NOT",
+}
 
 
 def _tokenize(sql: str):
@@ -297,24 +336,30 @@ def boxes_from_sql(sql: str, *, columns=None, n_features: int | None = None):
     names = _code_columns(int(n_features), columns)
     where = _top_level_keyword(tokens, "WHERE")
     if where is None:
-        raise ValueError("Boxes.from_sql: expected a query with a WHERE clause (the boxes), "
-                         "found none")
+        raise ValueError(
+            "Boxes.from_sql: expected a query with a WHERE clause (the boxes), found none"
+        )
     parser = _Parser(tokens, sql, names)
     parser.i = where + 1
     groups = parser.disjunction()
-    if not parser.at("end") and not parser.at("kw", "ORDER") and not parser.at("kw", "LIMIT") \
-            and not parser.at("op", ";"):
+    if (
+        not parser.at("end")
+        and not parser.at("kw", "ORDER")
+        and not parser.at("kw", "LIMIT")
+        and not parser.at("op", ";")
+    ):
         parser.fail("OR, ORDER BY or the end of the query after the boxes")
     boxes = _boxes_from_groups(groups, len(names))
     case = next((i for i, t in enumerate(tokens[:where]) if t[:2] == ("kw", "CASE")), None)
     if case is not None:
         parser.i = case
-        votes = _boxes_from_groups([g for g in parser.case_terms() if g is not False],
-                                   len(names))
+        votes = _boxes_from_groups([g for g in parser.case_terms() if g is not False], len(names))
         if votes != boxes:
-            raise ValueError(f"Boxes.from_sql: the votes (CASE terms, {votes.n_boxes} boxes) "
-                             f"and the WHERE clause ({boxes.n_boxes} boxes) describe "
-                             f"different models")
+            raise ValueError(
+                f"Boxes.from_sql: the votes (CASE terms, {votes.n_boxes} boxes) "
+                f"and the WHERE clause ({boxes.n_boxes} boxes) describe "
+                f"different models"
+            )
     return boxes
 
 
@@ -333,19 +378,27 @@ def session_to_sql(session, table="catalogue", **kwargs) -> str:
     """
     data = session.to_dict() if hasattr(session, "to_dict") else session
     if not isinstance(data, dict) or "labels" not in data:
-        raise TypeError("session_to_sql: expected a Session or Session.to_dict(), got "
-                        f"{type(session).__name__}")
+        raise TypeError(
+            f"session_to_sql: expected a Session or Session.to_dict(), got {type(session).__name__}"
+        )
     if data.get("model") is None:
-        raise ValueError("session_to_sql: the session has no refined model yet: label some "
-                         "items and refine before exporting it as SQL")
+        raise ValueError(
+            "session_to_sql: the session has no refined model yet: label some "
+            "items and refine before exporting it as SQL"
+        )
     from .boxes import Boxes
 
     boxes = Boxes.from_dict(data["model"])
-    meta = {"query": data.get("query"), "n_items": data.get("n_items"),
-            "rounds": data.get("rounds")}
+    meta = {
+        "query": data.get("query"),
+        "n_items": data.get("n_items"),
+        "rounds": data.get("rounds"),
+    }
     labels = {str(k): int(v) for k, v in data["labels"].items()}
-    head = (f"-- {_SESSION_TAG}: {json.dumps(meta, sort_keys=True)}\n"
-            f"-- labels: {json.dumps(labels, sort_keys=True)}\n")
+    head = (
+        f"-- {_SESSION_TAG}: {json.dumps(meta, sort_keys=True)}\n"
+        f"-- labels: {json.dumps(labels, sort_keys=True)}\n"
+    )
     return head + boxes_to_sql(boxes, table, **kwargs) + "\n"
 
 
@@ -358,9 +411,9 @@ def session_from_sql(sql: str, *, columns=None) -> dict:
     out = {"labels": {}, "query": None, "n_items": None, "rounds": None}
     for c in comments:
         if c.startswith(_SESSION_TAG + ":"):
-            out.update(json.loads(c[len(_SESSION_TAG) + 1:]))
+            out.update(json.loads(c[len(_SESSION_TAG) + 1 :]))
         elif c.startswith("labels:"):
-            raw = json.loads(c[len("labels:"):])
+            raw = json.loads(c[len("labels:") :])
             out["labels"] = {int(k): int(v) for k, v in raw.items()}
     out["boxes"] = boxes_from_sql(sql, columns=columns)
     return out

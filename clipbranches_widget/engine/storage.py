@@ -24,8 +24,21 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["FORMAT", "VERSION", "CatalogueWriter", "NotACatalogueError", "UriColumn", "read_failed", "read_manifest", "write_manifest", "append_rows",
-           "open_rows", "encode_uris", "open_uris", "append_uris"]
+__all__ = [
+    "FORMAT",
+    "VERSION",
+    "CatalogueWriter",
+    "NotACatalogueError",
+    "UriColumn",
+    "read_failed",
+    "read_manifest",
+    "write_manifest",
+    "append_rows",
+    "open_rows",
+    "encode_uris",
+    "open_uris",
+    "append_uris",
+]
 
 FORMAT = "clipbranches-catalogue"
 VERSION = 1
@@ -48,18 +61,28 @@ def read_manifest(path) -> dict:
         if not path.exists():
             raise NotACatalogueError(f"no catalogue at {str(path)!r}: the directory does not exist")
         partial = path.parent / f".{path.name}.partial"
-        hint = (f"; an unfinished build is in {str(partial)!r}: run the same Catalogue.build "
-                "again to resume it") if partial.exists() else ""
-        raise NotACatalogueError(f"{str(path)!r} is not a complete catalogue: it has no "
-                                 f"{MANIFEST}{hint}")
+        hint = (
+            (
+                f"; an unfinished build is in {str(partial)!r}: run the same Catalogue.build "
+                "again to resume it"
+            )
+            if partial.exists()
+            else ""
+        )
+        raise NotACatalogueError(
+            f"{str(path)!r} is not a complete catalogue: it has no {MANIFEST}{hint}"
+        )
     with open(file, encoding="utf-8") as f:
         manifest = json.load(f)
     if manifest.get("format") != FORMAT:
-        raise ValueError(f"{str(file)!r}: expected a {FORMAT!r} manifest, got format "
-                         f"{manifest.get('format')!r}")
+        raise ValueError(
+            f"{str(file)!r}: expected a {FORMAT!r} manifest, got format {manifest.get('format')!r}"
+        )
     if manifest.get("version", 0) > VERSION:
-        raise ValueError(f"{str(file)!r}: catalogue format version {manifest['version']} is newer "
-                         f"than this library reads ({VERSION}); upgrade clipbranches-widget")
+        raise ValueError(
+            f"{str(file)!r}: catalogue format version {manifest['version']} is newer "
+            f"than this library reads ({VERSION}); upgrade clipbranches-widget"
+        )
     return manifest
 
 
@@ -108,8 +131,10 @@ def open_rows(file, dtype, shape) -> np.ndarray:
     need = int(np.prod(shape)) * dtype.itemsize
     size = os.path.getsize(file) if os.path.exists(file) else -1
     if size < need:
-        raise ValueError(f"{str(file)!r}: expected at least {need} bytes for {shape} {dtype}, "
-                         f"found {max(size, 0)}: the catalogue is damaged")
+        raise ValueError(
+            f"{str(file)!r}: expected at least {need} bytes for {shape} {dtype}, "
+            f"found {max(size, 0)}: the catalogue is damaged"
+        )
     if need == 0:
         return np.zeros(shape, dtype)
     return np.memmap(file, dtype=dtype, mode="r", shape=tuple(shape))
@@ -139,8 +164,11 @@ def encode_uris(uris) -> tuple[np.ndarray, np.ndarray]:
     offsets = np.frombuffer(arr.buffers()[1], np.int64, count=n + 1, offset=arr.offset * 8)
     data_buf = arr.buffers()[2]
     first, last = int(offsets[0]), int(offsets[-1])
-    data = (np.frombuffer(data_buf, np.uint8)[first:last] if data_buf is not None and last > first
-            else np.zeros(0, np.uint8))
+    data = (
+        np.frombuffer(data_buf, np.uint8)[first:last]
+        if data_buf is not None and last > first
+        else np.zeros(0, np.uint8)
+    )
     return offsets - first, data
 
 
@@ -149,8 +177,12 @@ def append_uris(path, uris, *, start_row: int, start_byte: int) -> tuple[int, in
     offsets, data = encode_uris(uris)
     path = Path(path)
     rows = offsets if start_row == 0 else offsets[1:]  # the first offset is already there
-    append_rows(path / URI_OFFSETS, rows + start_byte, start_row=0 if start_row == 0
-                else start_row + 1, dtype=np.int64)
+    append_rows(
+        path / URI_OFFSETS,
+        rows + start_byte,
+        start_row=0 if start_row == 0 else start_row + 1,
+        dtype=np.int64,
+    )
     with open(path / URI_BYTES, "ab") as f:
         f.truncate(start_byte)
         f.write(data.tobytes())
@@ -159,7 +191,7 @@ def append_uris(path, uris, *, start_row: int, start_byte: int) -> tuple[int, in
     return start_row + len(offsets) - 1, start_byte + len(data)
 
 
-def open_uris(path, n: int, n_bytes: int) -> "UriColumn":
+def open_uris(path, n: int, n_bytes: int) -> UriColumn:
     path = Path(path)
     offsets = open_rows(path / URI_OFFSETS, np.int64, (n + 1,))
     data = open_rows(path / URI_BYTES, np.uint8, (n_bytes,))
@@ -195,7 +227,7 @@ class UriColumn:
             i = int(key) + n if key < 0 else int(key)
             if not 0 <= i < n:
                 raise IndexError(f"uri index {int(key)} out of range for {n} items")
-            return bytes(self.data[self.offsets[i]:self.offsets[i + 1]]).decode("utf-8")
+            return bytes(self.data[self.offsets[i] : self.offsets[i + 1]]).decode("utf-8")
         if isinstance(key, slice):
             return self.to_numpy(np.arange(len(self))[key])
         return self.to_numpy(np.asarray(key))
@@ -207,8 +239,9 @@ class UriColumn:
     def to_arrow(self, ids=None):
         import pyarrow as pa
 
-        arr = pa.LargeStringArray.from_buffers(len(self), pa.py_buffer(self.offsets),
-                                               pa.py_buffer(self.data))
+        arr = pa.LargeStringArray.from_buffers(
+            len(self), pa.py_buffer(self.offsets), pa.py_buffer(self.data)
+        )
         return arr if ids is None else arr.take(pa.array(np.asarray(ids, np.int64)))
 
     def to_numpy(self, ids=None) -> np.ndarray:
@@ -233,8 +266,16 @@ class CatalogueWriter:
     ``start``: the manifest of the catalogue being appended to (None: new).
     """
 
-    def __init__(self, path, *, code_dims: int, n_features: int, embeddings: bool, uris: bool,
-                 start: dict | None = None):
+    def __init__(
+        self,
+        path,
+        *,
+        code_dims: int,
+        n_features: int,
+        embeddings: bool,
+        uris: bool,
+        start: dict | None = None,
+    ):
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
         self.code_dims = int(code_dims)
@@ -250,17 +291,24 @@ class CatalogueWriter:
     def add(self, codes: np.ndarray, embeddings=None, uris=None) -> None:
         m = codes.shape[0]
         if self.embeddings != (embeddings is not None) or self.uris != (uris is not None):
-            raise ValueError("every block must carry the same parts (embeddings, uris) as the "
-                             "catalogue it is written to")
+            raise ValueError(
+                "every block must carry the same parts (embeddings, uris) as the "
+                "catalogue it is written to"
+            )
         append_rows(self.path / CODES, codes, start_row=self.n, dtype=np.uint8)
         if embeddings is not None:
-            append_rows(self.path / EMBEDDINGS, np.asarray(embeddings, np.float16),
-                        start_row=self.n, dtype=np.float16)
+            append_rows(
+                self.path / EMBEDDINGS,
+                np.asarray(embeddings, np.float16),
+                start_row=self.n,
+                dtype=np.float16,
+            )
         if uris is not None:
             if len(uris) != m:
                 raise ValueError(f"uris: expected {m} URIs (one per item), got {len(uris)}")
-            _, self.uri_bytes = append_uris(self.path, uris, start_row=self.n,
-                                            start_byte=self.uri_bytes)
+            _, self.uri_bytes = append_uris(
+                self.path, uris, start_row=self.n, start_byte=self.uri_bytes
+            )
         self.n += m
 
     def add_failed(self, failures) -> None:
@@ -288,11 +336,13 @@ class CatalogueWriter:
             "compressor": compressor,
             "counts": {"items": self.n, "failed": self.n_failed, "uri_bytes": self.uri_bytes},
             "dims": {"code": self.code_dims, "embedding": self.n_features},
-            "files": {"codes": CODES,
-                      "embeddings": EMBEDDINGS if self.embeddings else None,
-                      "uri_offsets": URI_OFFSETS if self.uris else None,
-                      "uris": URI_BYTES if self.uris else None,
-                      "failed": FAILED if self.n_failed else None},
+            "files": {
+                "codes": CODES,
+                "embeddings": EMBEDDINGS if self.embeddings else None,
+                "uri_offsets": URI_OFFSETS if self.uris else None,
+                "uris": URI_BYTES if self.uris else None,
+                "failed": FAILED if self.n_failed else None,
+            },
             "dtypes": {"codes": "<u1", "embeddings": "<f2", "uri_offsets": "<i8"},
             **(extra or {}),
         }

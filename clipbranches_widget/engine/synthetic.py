@@ -12,8 +12,16 @@ import numpy as np
 __all__ = ["clustered_codes"]
 
 
-def clustered_codes(n: int, *, d: int = 32, n_clusters: int = 200, concept_clusters: int = 3,
-                    spread: float = 12.0, random_state=0, chunk: int = 1 << 20):
+def clustered_codes(
+    n: int,
+    *,
+    d: int = 32,
+    n_clusters: int = 200,
+    concept_clusters: int = 3,
+    spread: float = 12.0,
+    random_state=0,
+    chunk: int = 1 << 20,
+):
     """Return ``(codes, cluster, concept)``.
 
     codes (n, d) uint8; cluster (n,) int32 cluster of each item; concept: the

@@ -41,6 +41,7 @@ def ensure_torchvision() -> bool:
         return True
     try:
         import torchvision  # noqa: F401
+
         return False
     except RuntimeError as exc:
         if "torchvision::" not in str(exc):
@@ -57,6 +58,10 @@ def ensure_torchvision() -> bool:
         _library.define(schema)
     import torchvision  # noqa: F401,F811
 
-    log.debug("torchvision's C++ ops did not load (%s); defined %d op schemas so that its "
-              "Python transforms import", reason, len(_MISSING_SCHEMAS))
+    log.debug(
+        "torchvision's C++ ops did not load (%s); defined %d op schemas so that its "
+        "Python transforms import",
+        reason,
+        len(_MISSING_SCHEMAS),
+    )
     return True

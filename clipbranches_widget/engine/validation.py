@@ -19,8 +19,9 @@ def describe(a) -> str:
     return f"{type(a).__name__}"
 
 
-def check_codes(codes, *, n_features: int | None = None, name: str = "codes",
-                allow_empty: bool = False) -> np.ndarray:
+def check_codes(
+    codes, *, n_features: int | None = None, name: str = "codes", allow_empty: bool = False
+) -> np.ndarray:
     """Return ``codes`` as a C-contiguous (n, d) uint8 array or raise.
 
     Only uint8 is accepted: silently casting floats or wider integers would
@@ -33,8 +34,10 @@ def check_codes(codes, *, n_features: int | None = None, name: str = "codes",
         except Exception as exc:  # pragma: no cover - exotic inputs
             raise TypeError(f"{name}: expected {expected}, got {describe(codes)}") from exc
     if codes.dtype != np.uint8:
-        raise TypeError(f"{name}: expected {expected}, got {describe(codes)}; "
-                        "compress embeddings with Compressor.transform first")
+        raise TypeError(
+            f"{name}: expected {expected}, got {describe(codes)}; "
+            "compress embeddings with Compressor.transform first"
+        )
     if codes.ndim != 2:
         raise ValueError(f"{name}: expected {expected}, got {describe(codes)}")
     if n_features is not None and codes.shape[1] != n_features:
@@ -46,8 +49,9 @@ def check_codes(codes, *, n_features: int | None = None, name: str = "codes",
     return codes
 
 
-def check_embeddings(X, *, n_features: int | None = None, name: str = "X",
-                     allow_empty: bool = False) -> np.ndarray:
+def check_embeddings(
+    X, *, n_features: int | None = None, name: str = "X", allow_empty: bool = False
+) -> np.ndarray:
     """Return ``X`` as a finite C-contiguous (n, d) float32 array or raise."""
     expected = f"a 2-D float array of shape (n, {n_features if n_features else 'd'})"
     arr = np.asarray(X) if not isinstance(X, np.ndarray) else X
@@ -64,8 +68,10 @@ def check_embeddings(X, *, n_features: int | None = None, name: str = "X",
     arr = np.ascontiguousarray(arr, dtype=np.float32)
     if not np.isfinite(arr).all():
         bad = np.flatnonzero(~np.isfinite(arr).all(axis=1))
-        raise ValueError(f"{name}: expected finite values, got NaN or inf in "
-                         f"{bad.size} row(s), first at row {int(bad[0])}")
+        raise ValueError(
+            f"{name}: expected finite values, got NaN or inf in "
+            f"{bad.size} row(s), first at row {int(bad[0])}"
+        )
     return arr
 
 
@@ -79,10 +85,12 @@ def check_labels(y, n: int) -> np.ndarray:
         raise ValueError(f"y: expected a 1-D array of {n} labels, got {describe(y)}")
     values = set(np.unique(y).tolist())
     if not values <= {0, 1} and not values <= {-1, 1}:
-        raise ValueError(f"y: expected binary labels in {{0, 1}} or {{-1, 1}}, "
-                         f"got values {sorted(values)[:5]}")
+        raise ValueError(
+            f"y: expected binary labels in {{0, 1}} or {{-1, 1}}, got values {sorted(values)[:5]}"
+        )
     pos = (y == 1).astype(np.uint8)
     if pos.sum() == 0:
-        raise ValueError(f"y: expected at least one positive label (1), got 0 positives "
-                         f"among {n} labels")
+        raise ValueError(
+            f"y: expected at least one positive label (1), got 0 positives among {n} labels"
+        )
     return pos
