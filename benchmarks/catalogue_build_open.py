@@ -41,7 +41,7 @@ def embedding_speed(model, paths, batch_size, threads):
     import torch
 
     from clipbranches_widget import Catalogue
-    from clipbranches_widget.engine.embed import ClipEmbedder, register_tiny_model
+    from clipbranches_widget.engine.store.embed import ClipEmbedder, register_tiny_model
 
     register_tiny_model()
     emb = ClipEmbedder(model, None, batch_size=batch_size, threads=threads)

@@ -42,10 +42,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from clipbranches_widget.engine import quantize as q8  # noqa: E402
-from clipbranches_widget.engine.catalogue import Catalogue  # noqa: E402
-from clipbranches_widget.engine.compress import Compressor  # noqa: E402
-from clipbranches_widget.engine.learned import LearnedCompressor  # noqa: E402
+from clipbranches_widget.engine.codes import quantize as q8  # noqa: E402
+from clipbranches_widget.engine.codes.learned import LearnedCompressor  # noqa: E402
+from clipbranches_widget.engine.codes.pca import Compressor  # noqa: E402
+from clipbranches_widget.engine.store.catalogue import Catalogue  # noqa: E402
 
 try:  # issue 7's harness: the labelled sets, the simulated user, the global quantiser
     from clipbranches_widget import evaluation as ev

@@ -28,9 +28,10 @@ from pathlib import Path
 import numpy as np
 
 from clipbranches_widget.engine.boxes import Boxes
-from clipbranches_widget.engine.branches import DecisionBranchesClassifier, default_feature_subsets
-from clipbranches_widget.engine.index import BoxIndex
-from clipbranches_widget.engine.scan import scan
+from clipbranches_widget.engine.learn.branches import DecisionBranchesClassifier
+from clipbranches_widget.engine.search.index import BoxIndex
+from clipbranches_widget.engine.search.scan import scan
+from clipbranches_widget.engine.subsets import default_feature_subsets
 
 D = 32
 N_CLUSTERS = 200

@@ -27,9 +27,9 @@ from sklearn.ensemble import RandomForestClassifier
 from sklearn.tree import DecisionTreeClassifier
 
 from clipbranches_widget import Catalogue, Session
-from clipbranches_widget.engine.compress import Compressor
-from clipbranches_widget.engine.scan import scan
-from clipbranches_widget.engine.synthetic import clustered_codes
+from clipbranches_widget.engine.codes.pca import Compressor
+from clipbranches_widget.engine.search.scan import scan
+from clipbranches_widget.evaluation.synthetic import clustered_codes
 
 
 def identity_compressor(d=32) -> Compressor:

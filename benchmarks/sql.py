@@ -38,11 +38,11 @@ from pathlib import Path
 import numpy as np
 
 from clipbranches_widget.engine.boxes import Boxes
-from clipbranches_widget.engine.branches import DecisionBranchesClassifier
-from clipbranches_widget.engine.duckdb_engine import duckdb_connect, search_duckdb
-from clipbranches_widget.engine.parquet import write_parquet
-from clipbranches_widget.engine.scan import scan
-from clipbranches_widget.engine.synthetic import clustered_codes
+from clipbranches_widget.engine.learn.branches import DecisionBranchesClassifier
+from clipbranches_widget.engine.search.scan import scan
+from clipbranches_widget.engine.sql.duckdb import duckdb_connect, search_duckdb
+from clipbranches_widget.engine.sql.parquet import write_parquet
+from clipbranches_widget.evaluation.synthetic import clustered_codes
 
 log = logging.getLogger("benchmarks.sql")
 
@@ -149,7 +149,7 @@ def one_model(size, codes, boxes, k, path, con, load_s, trials, spark, rows):
     row("numba scan (in-memory codes)", t_scan, len(ref))
 
     try:
-        from clipbranches_widget.engine.index import BoxIndex
+        from clipbranches_widget.engine.search.index import BoxIndex
     except ImportError:
         row("BoxIndex", float("nan"), 0, "engine/index.py absent")
     else:
@@ -188,7 +188,7 @@ def one_model(size, codes, boxes, k, path, con, load_s, trials, spark, rows):
     row("DuckDB on its in-memory table", t_mem, len(got["id"]), f"loaded once in {load_s:.1f} s")
 
     if spark:
-        from clipbranches_widget.engine.spark import local_spark_session, search_spark
+        from clipbranches_widget.engine.sql.spark import local_spark_session, search_spark
 
         session = local_spark_session("local[2]")
         session.sparkContext.setLogLevel("ERROR")

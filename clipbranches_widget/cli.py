@@ -63,7 +63,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _build(args) -> int:
-    from .engine.catalogue import Catalogue
+    from .engine.store.catalogue import Catalogue
 
     pretrained = None if args.pretrained.lower() in ("none", "random") else args.pretrained
     cat = Catalogue.build(
@@ -100,7 +100,7 @@ def _build(args) -> int:
 
 
 def _merge(args) -> int:
-    from .engine.catalogue import Catalogue
+    from .engine.store.catalogue import Catalogue
 
     cat = Catalogue.merge(args.parts, args.out, overwrite=args.overwrite)
     print(f"{args.out}: {len(cat)} items from {len(args.parts)} parts")
@@ -112,7 +112,7 @@ def _size(path: Path) -> int:
 
 
 def _info(args) -> int:
-    from .engine import storage
+    from .engine.store import format as storage
 
     path = Path(args.path)
     m = storage.read_manifest(path)

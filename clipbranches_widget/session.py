@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .engine.branches import DecisionBranchesClassifier
-from .engine.catalogue import Catalogue
-from .engine.ranking import code_scores, rank
+from .engine.learn.branches import DecisionBranchesClassifier
+from .engine.search.ranking import code_scores, rank
+from .engine.store.catalogue import Catalogue
 
 __all__ = ["Results", "Session"]
 

@@ -32,7 +32,7 @@ import anywidget
 import numpy as np
 import traitlets
 
-from .engine.catalogue import Catalogue
+from .engine.store.catalogue import Catalogue
 from .session import Results, Session
 from .thumbnails import Thumbnailer, full_image, is_remote, local_path, read_bytes
 

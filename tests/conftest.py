@@ -6,7 +6,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from clipbranches_widget.engine.synthetic import clustered_codes  # noqa: E402
+from clipbranches_widget.evaluation.synthetic import clustered_codes  # noqa: E402
 
 
 @pytest.fixture

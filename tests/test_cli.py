@@ -8,10 +8,11 @@ import sys
 
 import numpy as np
 import pytest
-from test_embed import write_images
 
 from clipbranches_widget import Catalogue
 from clipbranches_widget.cli import main
+
+from images import write_images
 
 
 def test_build_then_info(tmp_path, capsys):
@@ -127,7 +128,7 @@ def test_console_script_entry_point(tmp_path):
 
 
 def test_sharded_build_with_a_saved_compressor_then_merge(tmp_path, capsys):
-    from clipbranches_widget.engine.compress import save_compressor
+    from clipbranches_widget.engine.codes.pca import save_compressor
 
     paths = write_images(tmp_path / "imgs", 8)
     X = np.random.default_rng(0).standard_normal((200, 64)).astype(np.float32)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .validation import check_codes
+from ._validation import check_codes
 
 __all__ = ["Boxes"]
 
@@ -168,7 +168,7 @@ class Boxes:
         double quotes, "spark": backticks). ``order``: "votes" (ranked, then
         id), "id", or None. ``Boxes.from_sql`` reads the text back.
         """
-        from .sql import boxes_to_sql  # local: keeps this module dependency-free
+        from .sql.text import boxes_to_sql  # local: keeps this module dependency-free
 
         return boxes_to_sql(
             self,
@@ -183,6 +183,6 @@ class Boxes:
     @classmethod
     def from_sql(cls, sql: str, *, columns=None, n_features: int | None = None) -> Boxes:
         """Parse a query written by ``to_sql`` (any dialect) back into ``Boxes``."""
-        from .sql import boxes_from_sql
+        from .sql.text import boxes_from_sql
 
         return boxes_from_sql(sql, columns=columns, n_features=n_features)

@@ -1,0 +1,518 @@
+"""The widget in a real browser: JupyterLab on 127.0.0.1, Debian Chromium driven by Playwright.
+
+Opens a copy of notebooks/01-quickstart.ipynb on the CIFAR-10 test images,
+runs it up to the widget, types a query, clicks three thumbnails positive and
+two negative, presses Refine, pages, opens the lightbox, uses the keyboard,
+and checks in the kernel (through a second client on the same kernel) that
+the labels arrived and that the results and the grid changed.
+
+Set CLIPBRANCHES_SCREENSHOTS=<folder> to keep the screenshots (docs/ holds
+the ones the README shows).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pathlib
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from images import sample_dir
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+NOTEBOOK = ROOT / "notebooks" / "01-quickstart.ipynb"
+CHROMIUM = os.environ.get("CLIPBRANCHES_CHROMIUM", "/usr/bin/chromium")
+TOKEN = "clipbranches-test"
+WIDGET_CELL = 5  # index of `w = ClipBranches(cat); w` in the quickstart
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait(what: str, check, timeout: float, interval: float = 0.25):
+    """Poll ``check()`` until it returns something truthy; fail naming ``what``."""
+    t0 = time.monotonic()
+    last = None
+    while time.monotonic() - t0 < timeout:
+        try:
+            last = check()
+        except Exception as e:  # noqa: BLE001 - shown in the failure message
+            last = e
+        if last and not isinstance(last, Exception):
+            return last
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
+
+
+@contextlib.contextmanager
+def jupyter_lab(tmp: pathlib.Path, app: str = "lab"):
+    """A JupyterLab (or Notebook 7: ``app="notebook"``) server with isolated
+    config/data/runtime dirs, on 127.0.0.1 only."""
+    root = tmp / "root"
+    root.mkdir()
+    shutil.copy(NOTEBOOK, root / NOTEBOOK.name)  # never let autosave touch the repository file
+    env = dict(os.environ)
+    dirs = {
+        k: tmp / k.lower()
+        for k in ("JUPYTER_CONFIG_DIR", "JUPYTER_DATA_DIR", "JUPYTER_RUNTIME_DIR", "IPYTHONDIR")
+    }
+    for k, d in dirs.items():
+        d.mkdir()
+        env[k] = str(d)
+    settings = (
+        dirs["JUPYTER_CONFIG_DIR"] / "lab" / "user-settings" / "@jupyterlab" / "apputils-extension"
+    )
+    settings.mkdir(parents=True)
+    (settings / "notification.jupyterlab-settings").write_text(
+        json.dumps({"fetchNews": "false", "checkForUpdates": False})
+    )
+    env.update(
+        CLIPBRANCHES_IMAGES=str(sample_dir()),
+        CLIPBRANCHES_N_IMAGES="300",
+        HF_HUB_OFFLINE="1",
+        TMPDIR=str(tmp),
+        JUPYTER_PLATFORM_DIRS="1",
+        PYTHONPATH=os.pathsep.join(
+            [str(ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+        ),
+    )
+    port = _free_port()
+    log = open(tmp / "jupyter.log", "wb")
+    proc = subprocess.Popen(
+        [
+            "timeout",
+            "300",
+            sys.executable,
+            "-m",
+            "jupyter",
+            app,
+            "--no-browser",
+            "--allow-root",
+            "--ip=127.0.0.1",
+            f"--port={port}",
+            "--port-retries=0",
+            f"--ServerApp.token={TOKEN}",
+            f"--ServerApp.root_dir={root}",
+            "--ServerApp.open_browser=False",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+
+        def up():
+            if proc.poll() is not None:
+                raise RuntimeError(
+                    f"jupyter lab exited: {(tmp / 'jupyter.log').read_text()[-2000:]}"
+                )
+            with urllib.request.urlopen(f"{base}/api/status?token={TOKEN}", timeout=2) as r:
+                return r.status == 200
+
+        _wait(f"jupyter {app} to start", up, 60)
+        yield base, dirs["JUPYTER_RUNTIME_DIR"]
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
+
+
+class Kernel:
+    """A second client on the notebook's kernel: reads the widget's Python state."""
+
+    def __init__(self, base: str, runtime: pathlib.Path):
+        from jupyter_client import BlockingKernelClient
+
+        def session():
+            with urllib.request.urlopen(f"{base}/api/sessions?token={TOKEN}", timeout=5) as r:
+                sessions = json.loads(r.read())
+            return sessions[0]["kernel"]["id"] if sessions else None
+
+        kid = _wait("a kernel session", session, 30)
+        path = runtime / f"kernel-{kid}.json"
+        _wait(f"the connection file {path}", path.exists, 30)
+        self.client = BlockingKernelClient(connection_file=str(path))
+        self.client.load_connection_file()
+        self.client.start_channels()
+        self.client.wait_for_ready(timeout=30)
+
+    def eval(self, expression: str):
+        """The JSON value of a Python expression evaluated in the notebook's kernel."""
+        out = []
+
+        def hook(msg):
+            if msg["header"]["msg_type"] == "stream":
+                out.append(msg["content"]["text"])
+            elif msg["header"]["msg_type"] == "error":
+                out.append("ERROR " + msg["content"]["evalue"])
+
+        self.client.execute_interactive(
+            f"import json as _j; print(_j.dumps({expression}))",
+            timeout=30,
+            output_hook=hook,
+            store_history=False,
+        )
+        text = "".join(out)
+        if text.startswith("ERROR"):
+            raise AssertionError(f"the kernel said: {text}")
+        return json.loads(text)
+
+    def state(self) -> dict:
+        return self.eval(
+            "{'labels': {str(k): v for k, v in w.labels.items()}, "
+            "'kind': w.kind, 'total': w.total, 'items': [it['id'] for it in w.items], "
+            "'n_results': len(w.results), 'page_shown': w.page_shown, "
+            "'error': w.error, 'has_model': w.model is not None}"
+        )
+
+    def close(self):
+        self.client.stop_channels()
+
+
+@contextlib.contextmanager
+def chromium(p, tmp: pathlib.Path):
+    if not pathlib.Path(CHROMIUM).exists():
+        pytest.skip(
+            f"Chromium is not at {CHROMIUM}: `apt-get install chromium chromium-driver` "
+            "(or set CLIPBRANCHES_CHROMIUM) to run the real-browser tests"
+        )
+    ctx = p.chromium.launch_persistent_context(
+        user_data_dir=str(tmp / "chromium"),
+        executable_path=CHROMIUM,
+        headless=True,
+        viewport={"width": 1280, "height": 900},
+        args=[
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+        ],
+    )
+    try:
+        page = ctx.pages[0] if ctx.pages else ctx.new_page()
+        page.set_default_timeout(60_000)
+        yield page
+    finally:
+        ctx.close()
+
+
+def run_to_widget(page):
+    """Run the quickstart's cells up to the widget (Shift+Enter from the first cell)."""
+    from playwright.sync_api import expect
+
+    page.locator(".jp-Notebook .jp-Cell").first.wait_for()
+    # the toolbar's kernel indicator (JupyterLab and Notebook 7) says idle once it is up;
+    # Shift+Enter before that is lost
+    # (it also says idle before there is a kernel: check the kernel's name too)
+    page.wait_for_function(
+        """() => {
+            const s = document.querySelector('.jp-Notebook-ExecutionIndicator');
+            const k = document.querySelector('.jp-Toolbar-kernelName');
+            return s && s.dataset.status === 'idle' && k && /\\w/.test(k.textContent)
+                && !/No Kernel/i.test(k.textContent);
+        }""",
+        timeout=60_000,
+    )
+    page.locator(".jp-Notebook .jp-Cell").first.click()
+    page.keyboard.press("Escape")  # command mode
+    for _ in range(WIDGET_CELL + 1):
+        page.keyboard.press("Shift+Enter")
+    root = page.locator(".cb-root")
+    expect(root.locator(".cb-cell").first).to_be_visible(timeout=90_000)
+    return root
+
+
+def dom_ids(page) -> list[int]:
+    return [
+        int(x)
+        for x in page.eval_on_selector_all(".cb-root .cb-cell", "els => els.map(e => e.dataset.id)")
+    ]
+
+
+def dom_total(page) -> int:
+    return int(page.get_attribute(".cb-root .cb-total", "data-total"))
+
+
+def test_search_click_refine_in_jupyterlab(tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    shots = pathlib.Path(os.environ.get("CLIPBRANCHES_SCREENSHOTS", tmp_path / "shots"))
+    shots.mkdir(parents=True, exist_ok=True)
+    with (
+        jupyter_lab(tmp_path) as (base, runtime),
+        sync_playwright() as p,
+        chromium(p, tmp_path) as page,
+    ):
+        kernel = None
+        errors = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        try:
+            page.goto(f"{base}/lab/tree/{NOTEBOOK.name}?reset&token={TOKEN}")
+            root = run_to_widget(page)
+            expect(root.locator(".cb-kind")).to_contain_text("browsing the catalogue")
+            kernel = Kernel(base, runtime)
+            browse = dom_ids(page)
+            assert len(browse) == 60 and dom_total(page) == 300
+
+            # page through the catalogue: every page comes from the kernel, none repeats
+            seen = list(browse)
+            for n in range(2, 6):
+                root.locator(".cb-next").click()
+                expect(root.locator(".cb-page")).to_have_text(f"page {n} of 5")
+                _wait(f"page {n} in the kernel", lambda: kernel.state()["page_shown"] == n - 1, 30)
+                _wait(
+                    f"page {n} in the grid",
+                    lambda: dom_ids(page) == kernel.state()["items"] != seen[-60:],
+                    30,
+                )
+                seen += dom_ids(page)
+            assert sorted(seen) == list(range(300))  # all 300 images, each once
+            expect(root.locator(".cb-next")).to_be_disabled()
+            root.locator(".cb-first").click()
+            _wait("page 1 again", lambda: dom_ids(page) == browse, 30)
+
+            # an empty query: the error shows inside the widget, nothing else changes
+            root.locator(".cb-search").click()
+            expect(root.locator(".cb-error-banner")).to_be_visible(timeout=30_000)
+            expect(root.locator(".cb-error-banner")).to_contain_text("type a query first")
+            assert dom_ids(page) == browse
+
+            # type a query
+            root.locator(".cb-query").fill("a photo of a ship")
+            root.locator(".cb-query").press("Enter")
+            expect(root.locator(".cb-kind")).to_contain_text("nearest neighbours", timeout=30_000)
+            knn = dom_ids(page)
+            assert knn != browse and len(knn) == 60
+            expect(root.locator(".cb-error-banner")).to_be_hidden()  # success clears it
+            root.scroll_into_view_if_needed()
+            page.screenshot(path=str(shots / "search.png"))
+
+            # the user picks a concept among what the grid shows (the folder name is the
+            # CIFAR-10 class; offline CLIP has random weights, so the query text cannot choose
+            # it): three images of it positive (one click), two others negative (two clicks)
+            folders = kernel.eval(f"[w.catalogue.uri(i).split('/')[-2] for i in {knn}]")
+            concept = max(set(folders), key=folders.count)
+            wanted = [i for i, f in zip(knn, folders) if f == concept]
+            others = [i for i, f in zip(knn, folders) if f != concept]
+            assert len(wanted) >= 3, f"fewer than 3 of one class among the neighbours: {folders}"
+            positives, negatives = wanted[:3], others[:2]
+            for i in positives:
+                root.locator(f'.cb-cell[data-id="{i}"] img').click()
+            for i in negatives:
+                root.locator(f'.cb-cell[data-id="{i}"] img').click()
+                root.locator(f'.cb-cell[data-id="{i}"] img').click()
+            for i in positives:
+                expect(root.locator(f'.cb-cell[data-id="{i}"]')).to_have_attribute(
+                    "data-label", "1"
+                )
+            for i in negatives:
+                expect(root.locator(f'.cb-cell[data-id="{i}"]')).to_have_attribute(
+                    "data-label", "-1"
+                )
+            expect(root.locator(".cb-counts")).to_contain_text("3 + \u00b7 2 \u2212")
+            expected = {**{str(i): 1 for i in positives}, **{str(i): -1 for i in negatives}}
+            _wait(
+                "the labels to reach the kernel", lambda: kernel.state()["labels"] == expected, 30
+            )
+            page.screenshot(path=str(shots / "labelled.png"))
+            root.evaluate("e => e.scrollIntoView({block: 'start'})")
+            bb = root.bounding_box()
+            page.screenshot(
+                path=str(shots / "widget-labelled.png"),
+                clip={
+                    "x": bb["x"],
+                    "y": bb["y"],
+                    "width": bb["width"],
+                    "height": min(bb["height"], 900 - bb["y"], 500),
+                },
+            )
+
+            # mark the DOM nodes: a cell the refined grid reuses keeps its mark and its image
+            srcs = page.evaluate("""() => Object.fromEntries([...document.querySelectorAll(
+                '.cb-root .cb-cell')].map(e => { e.dataset.mark = 'kept';
+                return [e.dataset.id, e.querySelector('img').src]; }))""")
+
+            # refine: the model's results replace the neighbours
+            root.locator(".cb-refine").click()
+            expect(root.locator(".cb-kind")).to_contain_text(
+                "accepted by the model", timeout=60_000
+            )
+            state = _wait(
+                "the refined results in the kernel",
+                lambda: (s := kernel.state())["kind"] == "refined" and s,
+                30,
+            )
+            assert state["labels"] == expected and state["has_model"] and not state["error"]
+            assert state["total"] == dom_total(page) == state["n_results"]
+            assert state["total"] != 60 or state["items"] != knn
+            refined = dom_ids(page)
+            assert refined == state["items"] and refined != knn
+            expect(root.locator(".cb-timings")).to_contain_text("fit")
+            # reconciled by id: cells shown before and after are the same nodes, patched
+            # in place (no re-created element, no re-decoded image), the others are new
+            after = page.evaluate("""() => [...document.querySelectorAll('.cb-root .cb-cell')]
+                .map(e => [Number(e.dataset.id), e.dataset.mark || '',
+                           e.querySelector('img').src])""")
+            for i, mark, src in after:
+                if i in knn:
+                    assert mark == "kept" and src == srcs[str(i)], f"cell {i} was rebuilt"
+                else:
+                    assert mark == "", f"cell {i} is new but carries an old node's mark"
+            assert any(i in knn for i, _, _ in after)  # the positives are shown again
+            # labelled items that are still shown keep their marks
+            for i in set(positives) & set(refined):
+                expect(root.locator(f'.cb-cell[data-id="{i}"]')).to_have_attribute(
+                    "data-label", "1"
+                )
+            page.screenshot(path=str(shots / "refined.png"))
+            root.screenshot(path=str(shots / "widget.png"))
+
+            # per-box facets: show only box 0's results, then all again
+            facet = root.locator('.cb-facet[data-box="0"]')
+            expect(facet).to_be_visible()
+            facet.click()
+            expect(root.locator(".cb-kind")).to_contain_text("in box 0")
+            in_box = kernel.eval(
+                "[int(i) for i in w.session.results.ids["
+                "w.model.boxes_.contains(w.catalogue.codes["
+                "w.session.results.ids])[:, 0]]][:60]"
+            )
+            _wait("box 0's results in the grid", lambda: dom_ids(page) == in_box, 30)
+            root.locator('.cb-facet[data-box="-1"]').click()
+            _wait("all results back in the grid", lambda: dom_ids(page) == refined, 30)
+            # every label stays reviewable, positives first
+            root.locator('.cb-facet[data-box="-2"]').click()
+            _wait(
+                "the labelled images in the grid",
+                lambda: dom_ids(page) == sorted(positives) + sorted(negatives),
+                30,
+            )
+            root.locator('.cb-facet[data-box="-1"]').click()
+            _wait("all results back in the grid", lambda: dom_ids(page) == refined, 30)
+
+            # keyboard: ? overlay, arrows + 2 on the first cell, Escape
+            root.locator(".cb-grid").focus()
+            page.keyboard.press("?")
+            expect(root.locator(".cb-help")).to_be_visible()
+            expect(root.locator(".cb-help")).to_contain_text("mark positive")
+            page.keyboard.press("Escape")
+            expect(root.locator(".cb-help")).to_be_hidden()
+            page.keyboard.press("ArrowRight")  # the cursor lands on the first cell
+            page.keyboard.press("2")
+            first = refined[0] if refined else None
+            if first is not None:
+                expect(root.locator(f'.cb-cell[data-id="{first}"]')).to_have_attribute(
+                    "data-label", "-1"
+                )
+                _wait(
+                    "the keyboard label in the kernel",
+                    lambda: kernel.state()["labels"].get(str(first)) == -1,
+                    30,
+                )
+                page.keyboard.press("0")
+                _wait(
+                    "the cleared label in the kernel",
+                    lambda: str(first) not in kernel.state()["labels"] or first in negatives,
+                    30,
+                )
+
+                # lightbox: full image and why it matched
+                root.locator(f'.cb-cell[data-id="{first}"]').hover()
+                root.locator(f'.cb-cell[data-id="{first}"] .cb-open').click()
+                box = root.locator(".cb-lightbox")
+                expect(box).to_be_visible()
+                expect(box.locator(".cb-why")).to_contain_text("votes")
+                expect(box.locator(".cb-why-head")).to_contain_text("Why it matched")
+                expect(box.locator(".cb-path")).to_contain_text(".jpg")
+                expect(box.locator(".cb-lightbox-figure img")).to_be_visible()
+                page.screenshot(path=str(shots / "lightbox.png"))
+                page.keyboard.press("Escape")
+                expect(box).to_be_hidden()
+
+            # paging reaches every result
+            if state["total"] > 60:
+                root.locator(".cb-next").click()
+                _wait("page 2 in the kernel", lambda: kernel.state()["page_shown"] == 1, 30)
+                expect(root.locator(".cb-page")).to_contain_text("page 2 of")
+                assert dom_ids(page) == kernel.state()["items"]
+            assert not errors, f"JavaScript errors in the page: {errors}"
+        except Exception:
+            page.screenshot(path=str(shots / "failure.png"))
+            raise
+        finally:
+            if kernel is not None:
+                kernel.close()
+
+
+def test_click_and_keys_in_notebook7(tmp_path):
+    """Notebook 7 re-focuses its active cell on arrow keys: the grid must keep them."""
+    from playwright.sync_api import expect, sync_playwright
+
+    with (
+        jupyter_lab(tmp_path, app="notebook") as (base, runtime),
+        sync_playwright() as p,
+        chromium(p, tmp_path) as page,
+    ):
+        page.goto(f"{base}/notebooks/{NOTEBOOK.name}?token={TOKEN}")
+        root = run_to_widget(page)
+        kernel = Kernel(base, runtime)
+        try:
+            ids = dom_ids(page)
+            root.locator(f'.cb-cell[data-id="{ids[0]}"] img').click()
+            expect(root.locator(f'.cb-cell[data-id="{ids[0]}"]')).to_have_attribute(
+                "data-label", "1"
+            )
+            kinds = (
+                "(() => [...document.querySelectorAll('.jp-Notebook .jp-Cell')].map("
+                "c => c.classList.contains('jp-MarkdownCell') ? 'md' : 'code'))()"
+            )
+            before = page.evaluate(kinds)
+            root.locator(".cb-grid").focus()
+            for key in ("ArrowRight", "ArrowRight", "2", "ArrowDown", "1"):
+                page.keyboard.press(key)
+            assert page.evaluate("document.activeElement.classList.contains('cb-grid')")
+            cols = page.evaluate(
+                "(() => { const c = [...document.querySelectorAll('.cb-cell')];"
+                " return c.filter(e => e.offsetTop === c[0].offsetTop).length;"
+                " })()"
+            )
+            # cursor: first cell (click), +1 (arrow), +1 = third cell -> 2; one row down -> 1
+            expected = {str(ids[0]): 1, str(ids[2]): -1, str(ids[2 + cols]): 1}
+            _wait(
+                "the keyboard labels in the kernel",
+                lambda: kernel.state()["labels"] == expected,
+                30,
+            )
+            # the notebook's cells were not touched by the keys (1/2 would make headings)
+            assert page.evaluate(kinds) == before
+            root.locator(".cb-refine").click()
+            expect(root.locator(".cb-kind")).to_contain_text(
+                "accepted by the model", timeout=60_000
+            )
+            assert kernel.state()["kind"] == "refined"
+        finally:
+            kernel.close()
