@@ -8,7 +8,7 @@
 For every class of every data set a simulated user searches (k = 60 nearest
 neighbours of one example item, or of the class's text embedding when the
 file has ``queries``), labels each shown page of 60 with the ground truth,
-refines, and repeats (clipbranches_widget/evaluation.py says exactly how).
+refines, and repeats (clipbranches_widget/evaluation/protocol.py says exactly how).
 Writes, under ``--out`` (default: the repository root):
 
 * ``EVALUATION.md``: the tables, between the markers

@@ -14,6 +14,9 @@ import os
 import sys
 from pathlib import Path
 
+from .engine.store import format as storage
+from .engine.store.catalogue import Catalogue
+
 __all__ = ["main"]
 
 
@@ -63,8 +66,6 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _build(args) -> int:
-    from .engine.store.catalogue import Catalogue
-
     pretrained = None if args.pretrained.lower() in ("none", "random") else args.pretrained
     cat = Catalogue.build(
         args.source,
@@ -100,8 +101,6 @@ def _build(args) -> int:
 
 
 def _merge(args) -> int:
-    from .engine.store.catalogue import Catalogue
-
     cat = Catalogue.merge(args.parts, args.out, overwrite=args.overwrite)
     print(f"{args.out}: {len(cat)} items from {len(args.parts)} parts")
     return 0
@@ -112,23 +111,22 @@ def _size(path: Path) -> int:
 
 
 def _info(args) -> int:
-    from .engine.store import format as storage
-
     path = Path(args.path)
     m = storage.read_manifest(path)
     summary = {
         "path": str(path),
         "items": m["counts"]["items"],
-        "failed": m["counts"]["failed"],
+        "failed": m["counts"].get("failed", 0),
         "model": m.get("model"),
         "pretrained": m.get("pretrained"),
         "code_dims": m["dims"]["code"],
         "embedding_dims": m["dims"]["embedding"],
         "embeddings": bool(m["files"].get("embeddings")),
         "uris": bool(m["files"].get("uris")),
-        "compressor": m["compressor"]["kind"],
+        "compressor": m["compressor"].get("kind"),
         "created": m.get("created"),
-        "format_version": m["version"],
+        "format_version": m.get("version"),
+        "identity": (m.get("identity") or {}).get("uuid"),
         "bytes": _size(path),
     }
     if args.json:

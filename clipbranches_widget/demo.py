@@ -14,6 +14,7 @@ import argparse
 import logging
 
 import numpy as np
+from sklearn.datasets import load_digits
 
 from . import Catalogue, Session
 
@@ -26,8 +27,6 @@ def _prf(found: np.ndarray, truth: np.ndarray) -> tuple[float, float, float]:
 
 
 def run(digit: int = 3, rounds: int = 2, out=print) -> Session:
-    from sklearn.datasets import load_digits
-
     data = load_digits()
     X = data.data.astype(np.float32)
     X /= np.linalg.norm(X, axis=1, keepdims=True)

@@ -8,71 +8,27 @@ plain script.
 from __future__ import annotations
 
 import logging
+import numbers
 import time
-from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import warmup
+from .engine._validation import check_positive_int
 from .engine.learn.branches import DecisionBranchesClassifier
 from .engine.search.ranking import code_scores, rank
 from .engine.store.catalogue import Catalogue
+from .persist import SESSION_FORMAT, catalogue_identity, labels_from_json, session_from_dict
+from .results import Results
+from .session_views import ALL_BOXES, LABELLED_VIEW, SessionViews
 
-__all__ = ["Results", "Session"]
+__all__ = ["ALL_BOXES", "LABELLED_VIEW", "Results", "Session", "labels_from_json"]
 
 log = logging.getLogger(__name__)
 
-SESSION_FORMAT = 1
-
-
-@dataclass
-class Results:
-    """A ranked result set: ``ids`` with their ``votes`` and ``scores``.
-
-    ``kind`` is "knn" (nearest neighbours of the query), "refined" (every
-    item the model accepts) or "empty"; ``path`` says how the catalogue was
-    searched; ``timings`` are in milliseconds.
-    """
-
-    ids: np.ndarray
-    votes: np.ndarray
-    scores: np.ndarray
-    kind: str
-    path: str = ""
-    timings: dict = field(default_factory=dict)
-
-    @classmethod
-    def empty(cls) -> Results:
-        return cls(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32), "empty")
-
-    @property
-    def count(self) -> int:
-        return int(self.ids.shape[0])
-
-    def __len__(self) -> int:
-        return self.count
-
-    def page(self, number: int, size: int) -> Results:
-        n_pages = max(1, -(-self.count // size))
-        if not 0 <= number < n_pages:
-            raise IndexError(f"page: expected a page number in 0..{n_pages - 1}, got {number}")
-        s = slice(number * size, (number + 1) * size)
-        return Results(
-            self.ids[s], self.votes[s], self.scores[s], self.kind, self.path, self.timings
-        )
-
-    def to_frame(self, catalogue: Catalogue | None = None, labels: dict | None = None):
-        import pandas as pd
-
-        df = pd.DataFrame({"id": self.ids, "votes": self.votes, "score": self.scores})
-        if catalogue is not None:
-            df.insert(
-                1,
-                "uri",
-                [catalogue.uri(int(i)) for i in self.ids] if catalogue.uris is not None else None,
-            )
-        if labels is not None:
-            df["label"] = [labels.get(int(i), 0) for i in self.ids]
-        return df
+#: Largest k of a search: a knn result is shown, not a catalogue dump (refine finds all).
+MAX_K = 100_000
+MAX_PAGE_SIZE = 10_000
 
 
 def _describe_query(query):
@@ -83,7 +39,35 @@ def _describe_query(query):
     return None if q.dtype.kind == "f" else [int(i) for i in np.atleast_1d(q)]
 
 
-class Session:
+def _query_vector(catalogue: Catalogue, query) -> np.ndarray:
+    """The unit query vector of a text, a float vector or example ids (their mean)."""
+    if isinstance(query, str):
+        if not query.strip():
+            raise ValueError("query: expected a non-empty text, got an empty string")
+        v = np.asarray(catalogue.embed_text([query]), np.float32)[0]
+    else:
+        q = np.asarray(query)
+        if q.dtype.kind == "f":
+            if q.ndim != 1 or q.shape[0] != catalogue.n_features:
+                raise ValueError(
+                    f"query: expected a vector of {catalogue.n_features} "
+                    f"floats, got an array of shape {q.shape}"
+                )
+            v = q.astype(np.float32)
+        elif q.dtype.kind in "iu" and q.size:
+            v = catalogue.vector(q).mean(axis=0)  # "more like these"
+        else:
+            raise TypeError(
+                "query: expected a text, a float vector or example item ids, "
+                f"got {type(query).__name__}"
+            )
+    if not np.isfinite(v).all():
+        raise ValueError("query: the query vector contains NaN or inf")
+    norm = np.linalg.norm(v)
+    return v / norm if norm > 0 else v
+
+
+class Session(SessionViews):
     """Seed a search, collect labels, refine over the whole catalogue, page.
 
     Parameters
@@ -120,10 +104,9 @@ class Session:
     ):
         if not isinstance(catalogue, Catalogue):
             raise TypeError(f"catalogue: expected a Catalogue, got {type(catalogue).__name__}")
-        for name, value in (("k", k), ("page_size", page_size)):
-            if not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{name}: expected a positive integer, got {value!r}")
-        if n_background < 0:
+        k = check_positive_int("k", k, maximum=MAX_K)
+        page_size = check_positive_int("page_size", page_size, maximum=MAX_PAGE_SIZE)
+        if not isinstance(n_background, numbers.Integral) or n_background < 0:
             raise ValueError(f"n_background: expected a non-negative integer, got {n_background}")
         self.catalogue = catalogue
         self.k = int(k)
@@ -145,6 +128,20 @@ class Session:
         self.results = Results.empty()
         self.rounds = 0
         self._background = None
+        self._browse = None
+        self._facets = None  # (results, (n_results, n_boxes) bool) of the last view
+        self._identity = None
+        self._before = np.zeros(0, np.int64)  # ids of the results a refine replaced
+        warmup.start(catalogue.codes.shape[1])
+
+    def reset(self) -> None:
+        """Start over: no labels, model, results or query, and round 0."""
+        self._labels = {}
+        self.query = self.query_vector = self.model = None
+        self.results = Results.empty()
+        self.rounds = 0
+        self._facets = None
+        self._before = np.zeros(0, np.int64)
 
     # --- labels ---
     @property
@@ -154,8 +151,13 @@ class Session:
 
     def label(self, ids, value: int) -> None:
         """Mark items positive (+1), negative (-1) or unlabelled (0)."""
-        if value not in (1, -1, 0):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, numbers.Integral)
+            or value not in (1, -1, 0)
+        ):
             raise ValueError(f"label: expected +1, -1 or 0, got {value!r}")
+        value = int(value)  # a numpy integer would not survive json.dumps in save()
         ids = self.catalogue.check_ids(ids)
         for i in ids.tolist():
             if value == 0:
@@ -165,19 +167,18 @@ class Session:
 
     def set_labels(self, labels: dict) -> None:
         """Replace all labels by ``{id: +1 | -1}`` (validated before anything changes)."""
-        clean = {}
-        for i, v in dict(labels).items():
-            if v not in (1, -1):
-                raise ValueError(f"labels: expected values +1 or -1, got {v!r} for id {i}")
-            clean[int(self.catalogue.check_ids([int(i)])[0])] = int(v)
+        clean = labels_from_json(dict(labels))
+        if clean:
+            self.catalogue.check_ids(np.fromiter(clean, np.int64, len(clean)))
         self._labels = clean
 
     # --- search ---
     def search(self, query, k: int | None = None) -> Results:
         """Nearest neighbours of a text, a vector, or example item ids."""
         t0 = time.perf_counter()
-        k = self.k if k is None else k
-        vector = self._query_vector(query)
+        k = self.k if k is None else check_positive_int("k", k, maximum=MAX_K)
+        k = min(k, len(self.catalogue))
+        vector = _query_vector(self.catalogue, query)
         scores, ids = self.catalogue.seeder.search(vector, k)
         keep = ids >= 0
         self.query = _describe_query(query)
@@ -192,32 +193,6 @@ class Session:
             {"search_ms": ms, "total_ms": ms},
         )
         return self.results
-
-    def _query_vector(self, query) -> np.ndarray:
-        if isinstance(query, str):
-            if not query.strip():
-                raise ValueError("query: expected a non-empty text, got an empty string")
-            v = np.asarray(self.catalogue.embed_text([query]), np.float32)[0]
-        else:
-            q = np.asarray(query)
-            if q.dtype.kind == "f":
-                if q.ndim != 1 or q.shape[0] != self.catalogue.n_features:
-                    raise ValueError(
-                        f"query: expected a vector of {self.catalogue.n_features} "
-                        f"floats, got an array of shape {q.shape}"
-                    )
-                v = q.astype(np.float32)
-            elif q.dtype.kind in "iu" and q.size:
-                v = self.catalogue.vector(q).mean(axis=0)  # "more like these"
-            else:
-                raise TypeError(
-                    "query: expected a text, a float vector or example item ids, "
-                    f"got {type(query).__name__}"
-                )
-        if not np.isfinite(v).all():
-            raise ValueError("query: the query vector contains NaN or inf")
-        norm = np.linalg.norm(v)
-        return v / norm if norm > 0 else v
 
     # --- refine ---
     def _background_ids(self) -> np.ndarray:
@@ -268,6 +243,7 @@ class Session:
         )
         order = rank(found.ids, found.votes, scores)
         t3 = time.perf_counter()
+        self._before = self.results.ids
         self.model = model
         self.rounds += 1
         self.results = Results(
@@ -310,11 +286,19 @@ class Session:
         return max(1, -(-self.results.count // self.page_size))
 
     # --- persistence ---
+    def identity(self) -> str:
+        """The catalogue's identity, stored in a saved session and checked on load."""
+        n = len(self.catalogue)
+        if self._identity is None or self._identity[0] != n:
+            self._identity = (n, catalogue_identity(self.catalogue))
+        return self._identity[1]
+
     def to_dict(self) -> dict:
         """Everything needed to replay this session on the same catalogue."""
         return {
             "format": SESSION_FORMAT,
             "n_items": len(self.catalogue),
+            "catalogue": self.identity(),
             "params": {
                 "k": self.k,
                 "page_size": self.page_size,
@@ -333,37 +317,9 @@ class Session:
 
     @classmethod
     def from_dict(cls, data: dict, catalogue: Catalogue, **kwargs) -> Session:
-        """Rebuild a session and replay its last step: the same results, exactly."""
-        if data.get("format") != SESSION_FORMAT:
-            raise ValueError(
-                f"session: expected format {SESSION_FORMAT}, got {data.get('format')!r}"
-            )
-        if data["n_items"] != len(catalogue):
-            raise ValueError(
-                f"session: saved for a catalogue of {data['n_items']} items, "
-                f"got one of {len(catalogue)}"
-            )
-        p = data["params"]
-        s = cls(
-            catalogue,
-            k=p["k"],
-            page_size=p["page_size"],
-            n_background=p["n_background"],
-            background_weight=p["background_weight"],
-            random_state=p["random_state"],
-            classifier=p["classifier"],
-            **kwargs,
-        )
-        s.set_labels({int(i): v for i, v in data["labels"].items()})
-        if data["query_vector"] is not None:
-            s.query = data["query"]
-            s.query_vector = np.asarray(data["query_vector"], np.float32)
-            scores, ids = catalogue.seeder.search(s.query_vector, s.k)
-            keep = ids >= 0
-            s.results = Results(
-                ids[keep], np.zeros(int(keep.sum()), np.int64), scores[keep], "knn", "knn"
-            )
-        if data["kind"] == "refined":
-            s.rounds = data["rounds"] - 1
-            s.refine()
-        return s
+        """Rebuild a session and replay its last step: the same results, exactly.
+
+        ``data`` is checked field by field (a damaged file fails naming the
+        field), and must have been saved on this catalogue (its identity).
+        """
+        return session_from_dict(cls, data, catalogue, **kwargs)

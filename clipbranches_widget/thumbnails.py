@@ -15,16 +15,20 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 from collections import OrderedDict
 from dataclasses import dataclass
-from urllib.parse import unquote, urlparse
+
+from PIL import Image
+
+from .engine.store.uris import is_remote, local_path, read_bytes
 
 __all__ = [
     "Thumbnail",
     "Thumbnailer",
     "encode",
     "full_image",
+    "image_bytes",
+    "is_remote",
     "local_path",
     "open_image",
     "read_bytes",
@@ -43,52 +47,6 @@ class Thumbnail:
     mime: str
 
 
-URL_TIMEOUT_S = 20
-
-
-def local_path(uri) -> str:
-    """A filesystem path for ``uri`` (a path or a ``file://`` URL).
-
-    Raises ``ValueError`` for anything else (http(s) URLs are read by
-    ``read_bytes``, never mistaken for paths).
-    """
-    if uri is None:
-        raise ValueError("image: this item has no URI")
-    uri = os.fspath(uri) if not isinstance(uri, str) else uri
-    parsed = urlparse(uri)
-    if parsed.scheme == "file":
-        return unquote(parsed.path)
-    if parsed.scheme == "" or len(parsed.scheme) == 1:  # plain or Windows drive path
-        return uri
-    raise ValueError(f"image: expected a local path or file:// URL, got {uri!r}")
-
-
-def is_remote(uri) -> bool:
-    return isinstance(uri, str) and uri.startswith(("http://", "https://"))
-
-
-def read_bytes(uri) -> bytes:
-    """The raw bytes of an image: a path, a ``file://`` URL or an http(s) URL.
-
-    http(s) is fetched only for catalogues built from URLs, i.e. when the
-    user's own catalogue points there.
-    """
-    if is_remote(uri):
-        import urllib.request
-
-        try:
-            with urllib.request.urlopen(uri, timeout=URL_TIMEOUT_S) as response:
-                return response.read()
-        except OSError as e:
-            raise OSError(f"image: could not fetch {uri!r} ({e})") from None
-    path = local_path(uri)
-    try:
-        with open(path, "rb") as fh:
-            return fh.read()
-    except FileNotFoundError:
-        raise FileNotFoundError(f"image: no file at {path!r}") from None
-
-
 #: Formats every browser decodes: small images in them are sent as they are.
 BROWSER_FORMATS = {
     "JPEG": "image/jpeg",
@@ -99,8 +57,6 @@ BROWSER_FORMATS = {
 
 
 def _decode(uri, data: bytes):
-    from PIL import Image
-
     try:
         with Image.open(io.BytesIO(data)) as im:
             im.load()  # every pixel: a truncated file fails here, not in the browser
@@ -109,8 +65,24 @@ def _decode(uri, data: bytes):
                 return im.copy(), fmt
             alpha = "A" in im.getbands() or "transparency" in im.info
             return im.convert("RGBA" if alpha else "RGB"), fmt
-    except OSError as e:
-        raise OSError(f"image: could not read {uri!r} as an image ({e})") from None
+    except Exception as e:
+        # decoders fail in many ways (DecompressionBombError, SyntaxError from a
+        # broken PNG chunk, TypeError from a malformed TIFF, ...): all are "not
+        # readable", never a crash of the caller
+        raise OSError(
+            f"image: could not read {uri!r} as an image ({type(e).__name__}: {e})"
+        ) from None
+
+
+def image_bytes(uri) -> bytes:
+    """The bytes of ``uri`` after checking that they decode as an image (for copies).
+
+    Raises ``OSError`` naming the URI for what is not a readable regular image
+    file: export never copies a password file a URI happens to name.
+    """
+    data = read_bytes(uri)
+    _decode(uri, data)
+    return data
 
 
 def open_image(uri):
@@ -196,7 +168,7 @@ class Thumbnailer:
         """
         try:
             return self.get(uri), ""
-        except (OSError, ValueError) as e:
+        except Exception as e:  # any failure stays in its own cell
             log.warning("thumbnail: %s", e)
             return None, str(e)
 

@@ -128,7 +128,7 @@ def test_console_script_entry_point(tmp_path):
 
 
 def test_sharded_build_with_a_saved_compressor_then_merge(tmp_path, capsys):
-    from clipbranches_widget.engine.codes.pca import save_compressor
+    from clipbranches_widget.engine.codes.registry import save_compressor
 
     paths = write_images(tmp_path / "imgs", 8)
     X = np.random.default_rng(0).standard_normal((200, 64)).astype(np.float32)

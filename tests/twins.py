@@ -1,5 +1,7 @@
 """Plain-numpy twins of the numba kernels, written for clarity, not speed."""
 
+import itertools
+
 import numpy as np
 
 
@@ -69,3 +71,64 @@ def grow_box_twin(
 def rank_twin(ids, votes, scores):
     keys = sorted(range(len(ids)), key=lambda r: (-int(votes[r]), -float(scores[r]), int(ids[r])))
     return np.array(keys, np.int64)
+
+
+# ---- the index kernels (engine/search/index_kernels.py) ----
+
+
+def cell_keys_twin(codes, s, dims, ksize, slots, strides):
+    """(n,) cell of every row in subset ``s``'s grid (row-major, last dim fastest)."""
+    key = np.zeros(codes.shape[0], np.int64)
+    for t in range(int(ksize[s])):
+        key += slots[s, t, codes[:, dims[s, t]]].astype(np.int64) * strides[s, t]
+    return key
+
+
+def plan_twin(offsets, base, k, first, last, strides, full):
+    """Positions in full and in partial cells met by a box, and the cells met.
+
+    Enumerates every cell of the box's slot ranges; a cell is full when all
+    its slots lie inside the box.
+    """
+    full_pos, part_pos, cells = [], [], 0
+    for combo in itertools.product(*[range(first[t], last[t] + 1) for t in range(k)]):
+        cells += 1
+        key = base + sum(g * strides[t] for t, g in enumerate(combo))
+        positions = range(offsets[key], offsets[key + 1])
+        inside = all(full[t, g] for t, g in enumerate(combo))
+        (full_pos if inside else part_pos).extend(positions)
+    return np.array(full_pos, np.int64), np.array(part_pos, np.int64), cells
+
+
+def collect_twin(order, codes, run_start, run_stop, run_full, run_row, run_box, boxes_bounds):
+    """Per run, the ids at its positions that lie in its box (all of them when full).
+
+    ``boxes_bounds``: per box, a dict {dim: (lo, hi)}.
+    """
+    out = []
+    for r in range(len(run_start)):
+        ids = np.asarray(order[run_row[r], run_start[r] : run_stop[r]]).astype(np.int64)
+        if not run_full[r]:
+            keep = np.ones(ids.shape[0], bool)
+            for j, (lo, hi) in boxes_bounds[run_box[r]].items():
+                keep &= (codes[ids, j] >= lo) & (codes[ids, j] <= hi)
+            ids = ids[keep]
+        out.append(ids)
+    return out
+
+
+def compact_twin(src, src_off, counts):
+    """The first ``counts[r]`` entries of each slice ``src[src_off[r]:]``, concatenated."""
+    parts = [src[src_off[r] : src_off[r] + counts[r]] for r in range(len(counts))]
+    return np.concatenate(parts) if parts else src[:0]
+
+
+def accumulate_twin(ids, n):
+    """(n,) number of times each id occurs."""
+    return np.bincount(np.asarray(ids, np.int64), minlength=n)
+
+
+def nonzero_twin(votes):
+    """Ids of the non-zero votes, and those votes."""
+    ids = np.flatnonzero(votes)
+    return ids, votes[ids]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._validation import check_codes
+from .sql.query import boxes_to_sql, parse_boxes
 
 __all__ = ["Boxes"]
 
@@ -168,8 +169,6 @@ class Boxes:
         double quotes, "spark": backticks). ``order``: "votes" (ranked, then
         id), "id", or None. ``Boxes.from_sql`` reads the text back.
         """
-        from .sql.text import boxes_to_sql  # local: keeps this module dependency-free
-
         return boxes_to_sql(
             self,
             table,
@@ -183,6 +182,4 @@ class Boxes:
     @classmethod
     def from_sql(cls, sql: str, *, columns=None, n_features: int | None = None) -> Boxes:
         """Parse a query written by ``to_sql`` (any dialect) back into ``Boxes``."""
-        from .sql.text import boxes_from_sql
-
-        return boxes_from_sql(sql, columns=columns, n_features=n_features)
+        return cls(*parse_boxes(sql, columns=columns, n_features=n_features))

@@ -2,8 +2,14 @@
 // an ack. Results never travel in the ack: they arrive through the synced
 // traits (set under hold_sync on the Python side), so every view of the same
 // model shows the same thing.
+//
+// ipywidgets holds a state update back while an earlier one is unanswered, but
+// sends custom messages at once: an action could overtake the update of the
+// click just before it. So every action carries the state it acts on and a
+// sequence number; the `reply` trait names the action the results answer, and
+// a view ignores results older than its latest action (`isStale`).
 import type { AnyModel } from "@anywidget/types";
-import type { Ack, State } from "./types";
+import type { Ack, Reply, State } from "./types";
 
 interface Pending {
   action: string;
@@ -14,9 +20,14 @@ interface Pending {
 /** After this long without an ack the view says so instead of spinning silently. */
 export const SLOW_MS = 20000;
 
+/** Actions that only read: they answer in the ack and change no shared state. */
+export const READ_ONLY = new Set(["detail", "export"]);
+
 export class Actions {
-  private readonly prefix = Math.random().toString(36).slice(2, 8);
-  private counter = 0;
+  /** This view's name in `reply.view` (several cells may show the same model). */
+  readonly view = Math.random().toString(36).slice(2, 8);
+  private seq = 0;
+  private latest = -1; // sequence number of this view's latest state-changing action
   private readonly pending = new Map<string, Pending>();
   private readonly onMsg = (msg: any, buffers: DataView[]) => this.receive(msg, buffers);
 
@@ -34,12 +45,19 @@ export class Actions {
     return t;
   }
 
-  send(action: string, extra: Record<string, unknown> = {}): Promise<Ack> {
-    // request ids are unique across views of the same model (several cells may show it)
-    const req = `${this.prefix}-${++this.counter}`;
+  /** True when the traits answer an action of this view older than its latest one. */
+  isStale(reply: Reply | undefined): boolean {
+    return !!reply && reply.view === this.view && reply.seq >= 0 && reply.seq < this.latest;
+  }
+
+  send(action: string, extra: Record<string, unknown> = {}, state?: Partial<State>): Promise<Ack> {
+    const seq = ++this.seq;
+    // request ids are unique across views of the same model
+    const req = `${this.view}-${seq}`;
+    if (!READ_ONLY.has(action)) this.latest = seq;
     return new Promise<Ack>((resolve) => {
       this.pending.set(req, { action, t0: performance.now(), resolve });
-      this.model.send({ type: "action", action, req, ...extra });
+      this.model.send({ type: "action", action, req, seq, view: this.view, ...(state ? { state } : {}), ...extra });
       this.onChange();
     });
   }

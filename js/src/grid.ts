@@ -69,9 +69,15 @@ class Cell {
     }
     this.problem.textContent = item.problem || (item.thumb ? "" : `#${item.id}`);
     this.el.classList.toggle("cb-broken", !item.thumb);
-    this.el.title = `${item.name || "#" + item.id} (id ${item.id})`;
-    this.votes.textContent = item.votes > 0 ? `${item.votes} vote${item.votes === 1 ? "" : "s"}` : "";
-    this.score.textContent = Number.isFinite(item.score) ? item.score.toFixed(2) : "";
+    const votes = item.votes > 0 ? `${item.votes} vote${item.votes === 1 ? "" : "s"}` : "";
+    const score = item.score !== null && Number.isFinite(item.score) ? item.score : null;
+    // one number per item, in grid order; the vote count only where nothing is ranked
+    this.votes.textContent = score === null ? votes : "";
+    this.score.textContent = score === null ? "" : (Math.abs(score) < 0.005 ? 0 : score).toFixed(2);
+    const why = score === null ? "" : item.votes > 0
+      ? ` · score ${this.score.textContent}: ${votes} + closeness to your positives and query (0–0.99)`
+      : ` · similarity to the query ${this.score.textContent}`;
+    this.el.title = `${item.name || "#" + item.id} (id ${item.id})${why}`;
     this.el.dataset.votes = String(item.votes);
   }
 

@@ -11,7 +11,8 @@ export interface LightboxHooks {
 }
 
 function fmt(x: number | null | undefined, digits = 3): string {
-  return x === null || x === undefined || !Number.isFinite(x) ? "\u2013" : x.toFixed(digits);
+  if (x === null || x === undefined || !Number.isFinite(x)) return "\u2013";
+  return (Math.abs(x) < 0.5 * 10 ** -digits ? 0 : x).toFixed(digits); // never "-0.00"
 }
 
 export class Lightbox {
@@ -29,9 +30,6 @@ export class Lightbox {
     this.body = document.createElement("div");
     this.body.className = "cb-lightbox-body";
     this.el.append(this.body);
-    this.el.addEventListener("click", (e) => {
-      if (e.target === this.el) hooks.close();
-    });
   }
 
   get open(): boolean {
@@ -79,7 +77,7 @@ export class Lightbox {
     title.textContent = `#${d.id} ${d.name}`;
     const path = document.createElement("code");
     path.className = "cb-path";
-    path.textContent = d.uri ?? "(no path)";
+    path.textContent = d.path ?? d.uri ?? "(no path)";
     const dims = d.width ? `${d.width}\u00d7${d.height} px` : "";
 
     const labelRow = document.createElement("div");
@@ -106,15 +104,16 @@ export class Lightbox {
     };
     add("rank", d.rank === null ? "not in the results" : `${d.rank + 1}`);
     add("votes", d.n_boxes ? `${d.votes ?? d.boxes.length} of ${d.n_boxes} boxes` : "\u2013 (no model yet)");
-    add("score", fmt(d.score));
-    add("similarity", d.similarity === null ? "\u2013 (no query)" : `${fmt(d.similarity)} to the query`);
+    // the score the grid shows and sorts by
+    add("score", d.rank_score === null || d.rank_score === undefined ? "\u2013" : fmt(d.rank_score, 2));
+    add("similarity", d.similarity === null ? "\u2013 (no query)" : `${fmt(d.similarity, 2)} to the query`);
     if (dims) add("size", dims);
     why.append(facts);
     if (d.n_boxes) {
       const head = document.createElement("div");
       head.className = "cb-why-head";
       head.textContent = d.boxes.length
-        ? `Why it matched: inside ${d.boxes.length} box${d.boxes.length > 1 ? "es" : ""}`
+        ? `Why it matched: inside ${d.boxes.length} of the model's ${d.n_boxes} box${d.n_boxes > 1 ? "es" : ""}`
         : "Not inside any box of the model";
       why.append(head);
       const list = document.createElement("ul");
@@ -122,8 +121,8 @@ export class Lightbox {
       for (const b of d.boxes) {
         const li = document.createElement("li");
         const conds = Object.entries(b.bounds)
-          .map(([dim, [lo, hi]]) => `d${dim}=${b.code[dim]} \u2208 [${lo}, ${hi}]`)
-          .join(", ");
+          .map(([dim, [lo, hi]]) => `feature ${dim} is ${b.code[dim]} (box range ${lo}\u2013${hi})`)
+          .join("; ");
         li.textContent = `box ${b.box}: ${conds}`;
         list.append(li);
       }

@@ -10,7 +10,9 @@ export type Bytes = DataView | ArrayBuffer | Uint8Array;
 export interface Item {
   id: number;
   votes: number;
-  score: number;
+  /** The rank-order score (votes + closeness for refined results, similarity for
+   * neighbours): never increasing in grid order; null where nothing is ranked. */
+  score: number | null;
   name: string;
   thumb: Bytes | null;
   w: number;
@@ -44,6 +46,16 @@ export interface State {
   facets: Facet[];
   box_shown: number;
   shown_total: number;
+  summary: string;
+  reply: Reply;
+}
+
+/** Which action the results in the traits answer (view and sequence number). */
+export interface Reply {
+  view: string;
+  seq: number;
+  action: string;
+  ok: boolean;
 }
 
 /** One box of the model and how many results it contains. */
@@ -67,6 +79,8 @@ export interface Detail {
   rank: number | null;
   votes: number | null;
   score: number | null;
+  rank_score: number | null;
+  path: string | null;
   similarity: number | null;
   n_boxes: number;
   boxes: BoxWhy[];
@@ -80,10 +94,13 @@ export interface Detail {
 export interface Ack {
   type: "ack";
   req: string;
+  seq: number;
   action: string;
   ok: boolean;
   error?: string;
   detail?: Detail;
+  path?: string;
+  count?: number;
   buffers: DataView[];
   ms: number;
 }

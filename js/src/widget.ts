@@ -1,22 +1,32 @@
 // ClipBranches front end: search box, labelled image grid, refine, paging,
-// lightbox. Rendered by anywidget in JupyterLab, Notebook 7, VS Code, Colab.
+// details. Rendered by anywidget in JupyterLab, Notebook 7, VS Code, Colab.
 //
 // Ownership of the synced state (one writer per key):
-//   user_labels, user_page, user_query, user_selection  -> written here only
-//   everything else (items, total, timings, error, ...) -> written by Python only
-// Actions (search, more, refine, reset, page, detail) are custom messages with
-// a request id, acknowledged by the kernel; results arrive through the traits.
+//   user_labels, user_page, user_query, user_selection, user_box -> written here only
+//   everything else (items, total, timings, error, reply, ...)   -> written by Python only
+// Actions (search, more, refine, reset, page, detail, export) are custom
+// messages carrying the state they act on and a sequence number (actions.ts);
+// results arrive through the traits, and results older than this view's latest
+// action are not drawn.
 import type { AnyModel, RenderProps } from "@anywidget/types";
 import "./widget.css";
-import { Actions, SLOW_MS } from "./actions";
+import { Actions, READ_ONLY } from "./actions";
 import { Grid, nextLabel } from "./grid";
-import { BINDINGS, commandOf, keyName, type Command } from "./keys";
+import { commandOf, type Command } from "./keys";
 import { Lightbox } from "./lightbox";
+import { Overlay, buildHelp } from "./overlay";
+import { Pager } from "./pager";
+import { StatusLine } from "./status";
 import type { Label, State } from "./types";
 
 const NF = new Intl.NumberFormat("en-US");
 /** user_box value of the "labelled" view (every labelled image, positives first). */
 const LABELLED = -2;
+/** How long the Reset button waits for its confirming second click. */
+const CONFIRM_MS = 4000;
+const NO_TEXT = "This catalogue has no text encoder: Shift+click images (or mark positives), then More like these";
+
+type Part = "items" | "summary" | "facets" | "error";
 
 function el<K extends keyof HTMLElementTagNameMap>(tag: K, cls = "", text = ""): HTMLElementTagNameMap[K] {
   const e = document.createElement(tag);
@@ -32,18 +42,6 @@ function button(text: string, cls: string, title: string): HTMLButtonElement {
   return b;
 }
 
-function ms(x: number | undefined): string {
-  if (x === undefined || !Number.isFinite(x)) return "";
-  return x < 10 ? `${x.toFixed(1)} ms` : x < 10000 ? `${Math.round(x)} ms` : `${(x / 1000).toFixed(1)} s`;
-}
-
-const KIND_TEXT: Record<string, string> = {
-  empty: "no search yet",
-  browse: "browsing the catalogue",
-  knn: "nearest neighbours of the query",
-  refined: "accepted by the model",
-};
-
 class View {
   private readonly root: HTMLDivElement;
   private readonly query: HTMLInputElement;
@@ -51,25 +49,27 @@ class View {
   private readonly moreBtn: HTMLButtonElement;
   private readonly refineBtn: HTMLButtonElement;
   private readonly resetBtn: HTMLButtonElement;
-  private readonly total: HTMLSpanElement;
-  private readonly kind: HTMLSpanElement;
-  private readonly counts: HTMLSpanElement;
-  private readonly timings: HTMLSpanElement;
-  private readonly busy: HTMLSpanElement;
+  private readonly status: StatusLine;
   private readonly banner: HTMLDivElement;
   private readonly bannerText: HTMLSpanElement;
-  private readonly pageText: HTMLSpanElement;
-  private readonly pageBtns: HTMLButtonElement[];
+  private readonly pagers: Pager[];
+  private readonly gridWrap: HTMLDivElement;
   private readonly empty: HTMLDivElement;
   private readonly facetBar: HTMLDivElement;
   private readonly help: HTMLDivElement;
+  private readonly overlay: Overlay;
   private readonly grid: Grid;
   private readonly lightbox: Lightbox;
   private readonly actions: Actions;
   private cursor: number | null = null;
   private dismissedError = "";
-  private lastRoundTrip: number | null = null;
-  private slowTimer: number | undefined;
+  private notice = ""; // a front-end message in the banner (export done, ...)
+  private resetTimer: number | undefined;
+  private dirty = new Set<Part>();
+  private scrollToGrid = false;
+  private gridMin = 0;
+  private gridWidth = -1;
+  private disposed = false;
   private readonly unsubs: (() => void)[] = [];
   // Keys are taken at the window, in the capture phase, before the notebook's own
   // document-level handlers see them: Notebook 7 re-focuses its active cell on some
@@ -79,11 +79,12 @@ class View {
     if (!(t instanceof Node)) return;
     // Enter / Space on a focused button press that button, as everywhere else
     if (t instanceof HTMLButtonElement && (e.key === "Enter" || e.key === " ")) return;
-    if (this.grid.el.contains(t) || this.lightbox.el.contains(t)) this.onKey(e);
+    if (this.grid.el.contains(t) || this.overlay.el.contains(t)) this.onKey(e);
   };
+  private readonly onResize = () => this.keepHeight();
 
   constructor(private readonly model: AnyModel<State>, host: HTMLElement) {
-    this.actions = new Actions(model, () => this.renderBusy());
+    this.actions = new Actions(model, () => this.status.renderBusy(this.model, this.actions));
     this.root = el("div", "cb-root");
     // keep JupyterLab / Notebook 7 command-mode shortcuts (1 = markdown, ...) away from the grid
     this.root.setAttribute("data-lm-suppress-shortcuts", "true");
@@ -92,16 +93,16 @@ class View {
     const form = el("form", "cb-toolbar");
     this.query = el("input", "cb-query");
     this.query.type = "search";
-    this.query.placeholder = "Describe what you are looking for\u2026";
     this.query.setAttribute("aria-label", "search query");
     this.query.value = model.get("user_query") ?? "";
     this.searchBtn = button("Search", "cb-primary cb-search", "Search (Enter)");
     this.searchBtn.type = "submit";
     this.moreBtn = button("More like these", "cb-more", "Search by the selected images, else by the positives (m)");
     this.refineBtn = button("Refine", "cb-primary cb-refine", "Train on your labels and search the whole catalogue (r)");
-    this.resetBtn = button("Reset", "cb-reset", "Forget labels and results");
+    this.resetBtn = button("Reset", "cb-reset", "Forget labels and results (asks first)");
+    const exportBtn = button("Export", "cb-export", "Write every result (id, path, votes, score, label) to a CSV file beside the notebook");
     const helpBtn = button("?", "cb-help-btn", "Keyboard shortcuts (?)");
-    form.append(this.query, this.searchBtn, this.moreBtn, this.refineBtn, this.resetBtn, helpBtn);
+    form.append(this.query, this.searchBtn, this.moreBtn, this.refineBtn, exportBtn, this.resetBtn, helpBtn);
     form.addEventListener("submit", (e) => {
       e.preventDefault();
       this.search();
@@ -113,27 +114,24 @@ class View {
     this.moreBtn.addEventListener("click", () => this.more());
     this.refineBtn.addEventListener("click", () => this.refine());
     this.resetBtn.addEventListener("click", () => this.reset());
+    this.resetBtn.addEventListener("blur", () => this.disarmReset());
+    exportBtn.addEventListener("click", () => void this.exportResults());
     helpBtn.addEventListener("click", () => this.toggleHelp());
 
-    // summary line: exact count, what it is, per-step times
-    const summary = el("div", "cb-summary");
-    this.total = el("span", "cb-total");
-    this.kind = el("span", "cb-kind");
-    this.counts = el("span", "cb-counts");
-    this.busy = el("span", "cb-busy-text");
-    this.timings = el("span", "cb-timings");
-    summary.append(this.total, this.kind, this.counts, this.busy, this.timings);
-
-    // errors are shown in place; the labels stay
+    // two fixed-height lines (no wrap: nothing below moves), the banner floats over them
+    const info = el("div", "cb-info");
+    this.status = new StatusLine();
     this.banner = el("div", "cb-error-banner");
     this.banner.setAttribute("role", "alert");
     this.bannerText = el("span", "cb-error-text");
     const dismiss = button("\u00d7", "cb-dismiss", "Dismiss");
     dismiss.addEventListener("click", () => {
-      this.dismissedError = this.model.get("error");
+      if (this.notice) this.notice = "";
+      else this.dismissedError = this.model.get("error");
       this.renderError();
     });
     this.banner.append(this.bannerText, dismiss);
+    info.append(...this.status.rows, this.banner);
 
     // per-box facets: how many results each box of the model holds; a click shows one box
     this.facetBar = el("div", "cb-facets");
@@ -145,22 +143,13 @@ class View {
     this.grid = new Grid((id) => this.openDetail(id), (id, e) => this.onCellClick(id, e));
     this.grid.el.tabIndex = 0;
     this.empty = el("div", "cb-empty");
+    this.gridWrap = el("div", "cb-grid-wrap");
+    this.gridWrap.append(this.grid.el, this.empty);
+    const go = (p: number) => this.goPage(p);
+    const current = () => this.wantedPage();
+    this.pagers = [new Pager("top", go, current), new Pager("bottom", go, current)];
 
-    // pager
-    const pager = el("div", "cb-pager");
-    const first = button("\u00ab", "cb-first", "First page");
-    const prev = button("\u2039 Prev", "cb-prev", "Previous page (p)");
-    this.pageText = el("span", "cb-page");
-    const next = button("Next \u203a", "cb-next", "Next page (n)");
-    const last = button("\u00bb", "cb-last", "Last page");
-    first.addEventListener("click", () => this.goPage(0));
-    prev.addEventListener("click", () => this.goPage(this.model.get("page_shown") - 1));
-    next.addEventListener("click", () => this.goPage(this.model.get("page_shown") + 1));
-    last.addEventListener("click", () => this.goPage(this.model.get("page_count") - 1));
-    this.pageBtns = [first, prev, next, last];
-    pager.append(first, prev, this.pageText, next, last);
-
-    this.help = this.buildHelp();
+    this.help = buildHelp(() => this.toggleHelp());
     this.lightbox = new Lightbox({
       label: (id, v) => {
         this.setLabels([id], v);
@@ -174,10 +163,12 @@ class View {
       close: () => this.closeOverlays(),
     });
     this.lightbox.el.tabIndex = -1;
+    this.overlay = new Overlay([this.help, this.lightbox.el], () => this.closeOverlays());
 
-    this.root.append(form, summary, this.banner, this.facetBar, this.grid.el, this.empty, pager, this.help, this.lightbox.el);
+    this.root.append(form, info, this.facetBar, this.pagers[0].el, this.gridWrap, this.pagers[1].el);
     host.append(this.root);
     window.addEventListener("keydown", this.onWindowKey, true);
+    window.addEventListener("resize", this.onResize);
 
     const on = (keys: string[], fn: () => void) => {
       for (const k of keys) {
@@ -185,11 +176,15 @@ class View {
         this.unsubs.push(() => model.off(`change:${k}`, fn));
       }
     };
-    on(["items"], () => this.renderItems());
+    on(["items"], () => this.schedule("items"));
     on(["user_labels", "user_selection"], () => this.renderMarks());
-    on(["total", "kind", "n_boxes", "search_path", "timings", "page_shown", "page_count", "status"], () => this.renderSummary());
-    on(["error"], () => this.renderError());
-    on(["facets", "box_shown", "user_labels"], () => this.renderFacets());
+    on(["total", "kind", "n_boxes", "search_path", "timings", "page_shown", "page_count", "status", "summary", "box_shown", "shown_total"],
+      () => this.schedule("summary"));
+    on(["error"], () => this.schedule("error"));
+    on(["facets", "box_shown"], () => this.schedule("facets"));
+    on(["user_labels"], () => this.renderFacets());
+    // the reply of this view's latest action: draw everything that was held back
+    on(["reply"], () => ["items", "summary", "facets", "error"].forEach((p) => this.schedule(p as Part)));
     on(["user_query"], () => {
       if (document.activeElement !== this.query) this.query.value = model.get("user_query");
     });
@@ -206,6 +201,18 @@ class View {
     return this.model.get("user_labels") ?? {};
   }
 
+  /** The state an action acts on: sent inside the action (see actions.ts). */
+  private intent(): Partial<State> {
+    const m = this.model;
+    return {
+      user_labels: this.labels(),
+      user_page: m.get("user_page"),
+      user_query: m.get("user_query") ?? "",
+      user_selection: m.get("user_selection") ?? [],
+      user_box: m.get("user_box"),
+    };
+  }
+
   private setLabels(ids: number[], value: Label): void {
     const labels = { ...this.labels() };
     for (const id of ids) {
@@ -214,8 +221,7 @@ class View {
     }
     this.model.set("user_labels", labels);
     this.model.save_changes();
-    // the "labelled" view lists the labels themselves: refresh it
-    if (this.model.get("box_shown") === LABELLED) void this.run("page");
+    // the labelled view is not re-fetched here: cells must not reflow under the pointer
   }
 
   private selection(): Set<number> {
@@ -230,19 +236,23 @@ class View {
     this.model.save_changes();
   }
 
-  private setPage(page: number): void {
-    this.model.set("user_page", page);
-    this.model.save_changes();
+  /** The page the user asked for last (it may not be shown yet). */
+  private wantedPage(): number {
+    const n = this.model.get("page_count");
+    return Math.max(0, Math.min(n - 1, this.model.get("user_page")));
   }
 
   // ---- actions ----
-  private async run(action: string, extra: Record<string, unknown> = {}): Promise<void> {
-    const ack = await this.actions.send(action, extra);
-    this.lastRoundTrip = ack.ms;
+  private async run(action: string, extra: Record<string, unknown> = {}) {
+    this.notice = "";
+    const ack = await this.actions.send(action, extra, READ_ONLY.has(action) ? undefined : this.intent());
+    this.status.lastRoundTrip = ack.ms;
     this.renderSummary();
+    return ack;
   }
 
   private search(): void {
+    if (!this.model.get("text_search")) return;
     const text = this.query.value.trim();
     this.model.set("user_query", text);
     this.model.set("user_page", 0);
@@ -252,9 +262,7 @@ class View {
   }
 
   private more(ids?: number[]): void {
-    if (ids) {
-      this.model.set("user_selection", ids);
-    }
+    if (ids) this.model.set("user_selection", ids);
     this.model.set("user_page", 0);
     this.model.set("user_box", -1);
     this.model.save_changes();
@@ -263,17 +271,34 @@ class View {
 
   private refine(): void {
     this.model.set("user_box", -1);
-    this.setPage(0);
+    this.model.set("user_page", 0);
+    this.model.save_changes();
     void this.run("refine");
   }
 
   private showBox(box: number): void {
     this.model.set("user_box", box === this.model.get("box_shown") ? -1 : box);
-    this.setPage(0);
+    this.model.set("user_page", 0);
+    this.model.save_changes();
     void this.run("page");
   }
 
+  private disarmReset(): void {
+    window.clearTimeout(this.resetTimer);
+    this.resetTimer = undefined;
+    this.resetBtn.textContent = "Reset";
+    this.resetBtn.classList.remove("cb-confirm");
+  }
+
   private reset(): void {
+    // next to Refine and it forgets every label: a second click confirms
+    if (this.resetTimer === undefined) {
+      this.resetBtn.textContent = "Really reset?";
+      this.resetBtn.classList.add("cb-confirm");
+      this.resetTimer = window.setTimeout(() => this.disarmReset(), CONFIRM_MS);
+      return;
+    }
+    this.disarmReset();
     this.model.set("user_labels", {});
     this.model.set("user_selection", []);
     this.model.set("user_query", "");
@@ -284,11 +309,20 @@ class View {
     void this.run("reset");
   }
 
+  private async exportResults(): Promise<void> {
+    const ack = await this.run("export", { format: "csv" });
+    this.notice = ack.ok
+      ? `Wrote ${NF.format(ack.count ?? 0)} results to ${ack.path} (in Python: w.export("results.parquet") for Parquet, w.results for a DataFrame)`
+      : ack.error || "export failed";
+    this.renderError();
+  }
+
   private goPage(page: number): void {
-    const n = this.model.get("page_count");
-    const p = Math.max(0, Math.min(n - 1, page));
-    if (p === this.model.get("page_shown")) return;
-    this.setPage(p);
+    const p = Math.max(0, Math.min(this.model.get("page_count") - 1, page));
+    if (p === this.wantedPage()) return;
+    this.model.set("user_page", p);
+    this.model.save_changes();
+    this.scrollToGrid = true;
     void this.run("page");
   }
 
@@ -297,7 +331,8 @@ class View {
     this.renderMarks();
     this.help.hidden = true;
     this.lightbox.loading(id);
-    this.lightbox.el.focus();
+    this.overlay.show(this.root);
+    this.lightbox.el.focus({ preventScroll: true });
     const ack = await this.actions.send("detail", { id });
     if (this.lightbox.id === id) this.lightbox.show(ack);
   }
@@ -387,9 +422,9 @@ class View {
       case "more":
         return this.more();
       case "next-page":
-        return this.goPage(this.model.get("page_shown") + 1);
+        return this.goPage(this.wantedPage() + 1);
       case "prev-page":
-        return this.goPage(this.model.get("page_shown") - 1);
+        return this.goPage(this.wantedPage() - 1);
       case "search":
         this.closeOverlays();
         this.query.focus();
@@ -400,46 +435,64 @@ class View {
   }
 
   private closeOverlays(): void {
-    const wasOpen = this.lightbox.open || !this.help.hidden;
+    const wasOpen = this.overlay.open;
     this.lightbox.hide();
     this.help.hidden = true;
-    if (wasOpen) this.gridFocus();
+    if (!wasOpen) return;
+    this.gridFocus();
+    this.overlay.hide(); // after the focus: the page is where it was before opening
   }
 
   private toggleHelp(): void {
-    this.help.hidden = !this.help.hidden;
-    if (!this.help.hidden) this.lightbox.hide();
-    this.gridFocus();
-  }
-
-  private buildHelp(): HTMLDivElement {
-    const box = el("div", "cb-help");
-    box.hidden = true;
-    box.append(el("div", "cb-help-title", "Keyboard (click the grid first)"));
-    const table = el("table");
-    for (const b of BINDINGS) {
-      const tr = el("tr");
-      const keys = el("td");
-      b.keys.forEach((k, i) => {
-        if (i) keys.append(" ");
-        keys.append(el("kbd", "", keyName(k)));
-      });
-      tr.append(keys, el("td", "", b.help));
-      table.append(tr);
-    }
-    const mouse = el("tr");
-    mouse.append(el("td", "", "click"), el("td", "", "cycle the label: none \u2192 + \u2192 \u2212 \u2192 none; Shift+click selects"));
-    table.append(mouse);
-    box.append(table);
-    const close = button("close", "cb-help-close", "Close (Esc or ?)");
-    close.addEventListener("click", () => this.toggleHelp());
-    box.append(close);
-    return box;
+    if (!this.help.hidden) return this.closeOverlays();
+    this.lightbox.hide();
+    this.help.hidden = false;
+    this.overlay.show(this.root);
+    this.help.focus({ preventScroll: true });
   }
 
   // ---- rendering ----
+  /** Draw a part once per batch of trait changes, unless it answers an old action. */
+  private schedule(part: Part): void {
+    if (this.dirty.size === 0) queueMicrotask(() => this.flush());
+    this.dirty.add(part);
+  }
+
+  private flush(): void {
+    const parts = this.dirty;
+    this.dirty = new Set();
+    if (this.disposed) return;
+    // results of an older action of this view: the latest one's are on their way
+    if (this.actions.isStale(this.model.get("reply"))) return this.status.renderBusy(this.model, this.actions);
+    if (parts.has("items")) this.renderItems();
+    if (parts.has("summary")) this.renderSummary();
+    if (parts.has("facets")) this.renderFacets();
+    if (parts.has("error")) this.renderError();
+    if (parts.has("items") && this.scrollToGrid) {
+      this.scrollToGrid = false;
+      // a page turned from the lower pager: show the new page from its top
+      const top = this.pagers[0].el.getBoundingClientRect().top;
+      if (top < 0) this.pagers[0].el.scrollIntoView({ block: "start" });
+    }
+  }
+
   private gridView() {
     return { labels: this.labels(), selection: this.selection(), cursor: this.cursor };
+  }
+
+  /** The grid area never shrinks (the pager and the page below stay put) until the width changes. */
+  private keepHeight(): void {
+    const w = this.gridWrap.clientWidth;
+    if (w !== this.gridWidth) {
+      this.gridWidth = w;
+      this.gridMin = 0;
+      this.gridWrap.style.minHeight = "";
+    }
+    const h = this.gridWrap.offsetHeight;
+    if (h > this.gridMin) {
+      this.gridMin = h;
+      this.gridWrap.style.minHeight = `${h}px`;
+    }
   }
 
   private renderItems(): void {
@@ -455,6 +508,7 @@ class View {
           ? "The model accepts no image: add positives or remove negatives, then refine again."
           : "Nothing to show.";
     this.renderMarks();
+    requestAnimationFrame(() => this.keepHeight());
   }
 
   private renderMarks(): void {
@@ -463,9 +517,7 @@ class View {
     const pos = labels.filter((v) => v > 0).length;
     const neg = labels.filter((v) => v < 0).length;
     const sel = (this.model.get("user_selection") ?? []).length;
-    this.counts.textContent = `${pos} + \u00b7 ${neg} \u2212` + (sel ? ` \u00b7 ${sel} selected` : "");
-    this.counts.dataset.positive = String(pos);
-    this.counts.dataset.negative = String(neg);
+    this.status.renderCounts(pos, neg, sel);
     this.refineBtn.textContent = `Refine (${pos}+ ${neg}\u2212)`;
     this.refineBtn.disabled = pos === 0;
     this.refineBtn.title = pos === 0 ? "Mark at least one image positive first (click it, or press 1)" : "Train on your labels and search the whole catalogue (r)";
@@ -473,48 +525,25 @@ class View {
   }
 
   private renderSummary(): void {
-    const m = this.model;
-    const total = m.get("total");
-    const kind = m.get("kind");
-    this.total.textContent = `${NF.format(total)} result${total === 1 ? "" : "s"}`;
-    this.total.dataset.total = String(total);
-    let what = KIND_TEXT[kind] ?? kind;
-    if (kind === "refined") what = `${what} (${m.get("n_boxes")} box${m.get("n_boxes") === 1 ? "" : "es"}, ${m.get("search_path")}, round ${m.get("rounds")})`;
-    if (kind === "browse") {
-      const n = m.get("n_items");
-      what = total < n ? `a random sample of the catalogue (${NF.format(n)} images)` : `${what} (${NF.format(n)} images)`;
-    }
-    const box = m.get("box_shown");
-    if (box >= 0) what = `${what} \u00b7 showing the ${NF.format(m.get("shown_total"))} in box ${box}`;
-    if (box === LABELLED) what = `${what} \u00b7 showing your ${NF.format(m.get("shown_total"))} labelled images`;
-    this.kind.textContent = what;
-    const t = m.get("timings") ?? {};
-    const parts: string[] = [];
-    const names: [string, string][] = [["fit_ms", "fit"], ["search_ms", "search"], ["rank_ms", "rank"], ["thumbs_ms", "thumbnails"]];
-    for (const [k, name] of names) if (k in t) parts.push(`${name} ${ms(t[k])}`);
-    if ("total_ms" in t) parts.unshift(`took ${ms(t.total_ms)}`);
-    if (this.lastRoundTrip !== null) parts.push(`round trip ${ms(this.lastRoundTrip)}`);
-    this.timings.textContent = parts.join(" \u00b7 ");
-    const n = m.get("page_count");
-    const p = m.get("page_shown");
-    this.pageText.textContent = `page ${NF.format(p + 1)} of ${NF.format(n)}`;
-    this.pageBtns[0].disabled = this.pageBtns[1].disabled = p <= 0;
-    this.pageBtns[2].disabled = this.pageBtns[3].disabled = p >= n - 1;
-    this.renderBusy();
+    this.status.render(this.model, this.actions);
+    for (const p of this.pagers) p.render(this.model.get("page_shown"), this.model.get("page_count"));
   }
 
   private renderPlaceholder(): void {
     // without a text encoder (precomputed embeddings), queries are by example images
-    this.query.placeholder = this.model.get("text_search")
-      ? "Describe what you are looking for\u2026"
-      : "No text encoder: Shift+click images, then More like these";
+    const text = this.model.get("text_search");
+    this.query.placeholder = text ? "Describe what you are looking for\u2026" : NO_TEXT;
+    this.query.disabled = !text;
+    this.query.title = text ? "" : NO_TEXT;
+    this.searchBtn.disabled = !text;
+    this.searchBtn.title = text ? "Search (Enter)" : NO_TEXT;
   }
 
   private renderFacets(): void {
     const facets = this.model.get("facets") ?? [];
     const shown = this.model.get("box_shown");
     const nLabels = Object.keys(this.labels()).length;
-    this.facetBar.hidden = facets.length === 0 && nLabels === 0 && shown !== LABELLED;
+    // always there (a row that appears after the first label would push the grid down)
     const chips: HTMLElement[] = [];
     const chip = (box: number, text: string, title: string) => {
       const b = button(text, "cb-facet", title);
@@ -534,40 +563,27 @@ class View {
     this.facetBar.replaceChildren(...chips);
   }
 
-  private renderBusy(): void {
-    const pending = this.actions.busy.filter((a) => a !== "detail");
-    const status = this.model.get("status");
-    const busy = pending.length > 0 || status !== "ready";
-    this.root.classList.toggle("cb-is-busy", busy);
-    const oldest = this.actions.oldest;
-    const slow = oldest !== null && performance.now() - oldest > SLOW_MS;
-    this.busy.textContent = !busy
-      ? ""
-      : slow
-        ? "no reply from the kernel yet \u2013 is it still running?"
-        : status !== "ready"
-          ? `${status}\u2026`
-          : `${pending[0]}\u2026`;
-    this.busy.classList.toggle("cb-slow", slow);
-    window.clearTimeout(this.slowTimer);
-    if (oldest !== null && !slow) this.slowTimer = window.setTimeout(() => this.renderBusy(), SLOW_MS + 50);
-  }
-
   private renderError(): void {
     const err = this.model.get("error");
     const labels = Object.values(this.labels());
-    const show = !!err && err !== this.dismissedError;
-    this.banner.hidden = !show;
-    if (show) this.bannerText.textContent = `${err} (your ${labels.length} label${labels.length === 1 ? " is" : "s are"} kept)`;
+    const showError = !!err && err !== this.dismissedError;
+    this.banner.hidden = !this.notice && !showError;
+    this.banner.classList.toggle("cb-notice", !!this.notice);
+    if (this.notice) this.bannerText.textContent = this.notice;
+    else if (showError) this.bannerText.textContent = `${err} (your ${labels.length} label${labels.length === 1 ? " is" : "s are"} kept)`;
   }
 
   dispose(): void {
+    this.disposed = true;
     window.removeEventListener("keydown", this.onWindowKey, true);
+    window.removeEventListener("resize", this.onResize);
     for (const u of this.unsubs) u();
-    window.clearTimeout(this.slowTimer);
+    this.disarmReset();
+    this.status.dispose();
     this.actions.dispose();
     this.grid.dispose();
     this.lightbox.hide();
+    this.overlay.dispose();
     this.root.remove();
   }
 }

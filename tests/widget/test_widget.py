@@ -162,13 +162,13 @@ def test_first_view_browses_the_catalogue_with_binary_thumbnails(cifar):
 
 
 def test_browsing_a_huge_catalogue_samples_it(cifar, monkeypatch):
-    import clipbranches_widget.widget as widget_module
+    import clipbranches_widget.session_views as session_module
 
     cat, _ = cifar
-    monkeypatch.setattr(widget_module, "BROWSE_MAX", 50)
+    monkeypatch.setattr(session_module, "BROWSE_MAX", 50)
     w = ClipBranches(cat, page_size=20)
     assert w.kind == "browse" and w.total == 50 and w.page_count == 3 and w.n_items == len(cat)
-    ids = w._current().ids
+    ids = w.session.current().ids
     assert len(set(ids.tolist())) == 50 and ids.max() < len(cat)
 
 
@@ -583,3 +583,112 @@ def test_catalogue_of_http_urls_gets_thumbnails_and_exports(tmp_path, cifar):
         assert (out / names[0]).read_bytes() == (site / "0.jpg").read_bytes()
     finally:
         server.shutdown()
+
+
+# ---------------------------------------------------------------------------- hostile front end
+def test_front_end_labels_are_validated_strictly(cifar):
+    cat, _ = cifar
+    w = ClipBranches(cat)
+    front = Front(w)
+    front.label({3: 1})
+    assert w.labels == {3: 1} and w.error == ""
+    for bad, why in (
+        ({"5": 1.5}, "expected values +1 or -1"),
+        ({"5": True}, "expected values +1 or -1"),
+        ({"1_0": 1}, "expected decimal item ids"),
+        ({"5.0": -1}, "expected decimal item ids"),
+    ):
+        front.update(user_labels=bad)
+        assert why in w.error and w.error.startswith("labels:"), (bad, w.error)
+        assert w.labels == {3: 1}  # unchanged
+    front.label({3: 1, 4: -1})
+    assert w.labels == {3: 1, 4: -1}
+    front.assert_python_wrote_no_user_key()
+
+
+def test_malformed_messages_get_an_error_ack_never_an_exception(cifar):
+    cat, _ = cifar
+    w = ClipBranches(cat)
+    front = Front(w)
+    for extra in ({"action": ["search"]}, {"action": None}, {"action": {"a": 1}}):
+        front.n += 1
+        before = len(front.sent)
+        w._handle_msg(
+            {
+                "content": {
+                    "data": {
+                        "method": "custom",
+                        "content": {"type": "action", "req": f"bad-{front.n}", **extra},
+                    }
+                },
+                "buffers": [],
+            }
+        )
+        (ack,) = [m["content"] for m, _ in front.sent[before:] if m.get("method") == "custom"]
+        assert ack["ok"] is False and "unknown action" in ack["error"]
+    for content in ("hello", [1, 2], {"type": "action", "action": "search"}, {"type": 7}):
+        before = len(front.sent)
+        w._handle_msg(
+            {"content": {"data": {"method": "custom", "content": content}}, "buffers": []}
+        )
+        assert len(front.sent) == before  # nothing to answer (no request id): ignored, logged
+    for bad_id in (True, 2.5, None, [1]):
+        ack = front.act("detail", id=bad_id)
+        assert not ack["ok"] and "integer item id" in ack["error"]
+    # a state update of the wrong type: shown, the key keeps its value
+    front.update(user_page="three")
+    assert w.user_page == 0 and "user_page" in w.error
+    front.update(user_selection=["a"])
+    assert w.user_selection == [] and "user_selection" in w.error
+    assert front.act("page")["ok"] and w.error == ""
+
+
+def test_a_widget_session_does_not_load_on_another_catalogue_of_the_same_size(tmp_path, cifar):
+    cat, classes = cifar
+    w = ClipBranches(cat, k=20)
+    front = Front(w)
+    front.update(user_query="ship")
+    front.act("search")
+    front.label({i: 1 for i in shown_ids(w)[:3]})
+    front.act("refine")
+    w.session.label([5], np.int64(-1))  # numpy values must not break save()
+    w.save(tmp_path / "s.json")
+    assert ClipBranches.load(tmp_path / "s.json", cat).labels == w.labels
+    X = cat.embeddings[::-1].copy()  # same size, other items
+    other = Catalogue.from_embeddings(X, uris=list(cat.uris[::-1]))
+    with pytest.raises(ValueError, match="saved for another catalogue of the same size"):
+        ClipBranches.load(tmp_path / "s.json", other)
+    data = json.loads((tmp_path / "s.json").read_text())
+    data["view"]["user_page"] = "x"
+    (tmp_path / "bad.json").write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="load: view"):
+        ClipBranches.load(tmp_path / "bad.json", cat)
+
+
+def test_reset_also_restarts_the_round_counter(cifar):
+    cat, _ = cifar
+    w = ClipBranches(cat, k=20)
+    front = Front(w)
+    front.update(user_query="bird")
+    front.act("search")
+    front.label({shown_ids(w)[0]: 1})
+    front.act("refine")
+    front.act("refine")
+    assert w.rounds == 2
+    front.update(user_labels={}, user_query="", user_selection=[], user_page=0, user_box=-1)
+    assert front.act("reset")["ok"] and w.rounds == 0 and w.session.rounds == 0
+    front.assert_python_wrote_no_user_key()
+
+
+def test_the_round_summary_reaches_the_front_end(cifar):
+    cat, classes = cifar
+    w = ClipBranches(cat, k=30)
+    front = Front(w)
+    assert w.summary == "300 images \u00b7 no search yet"
+    front.update(user_query="ship")
+    front.act("search")
+    assert w.summary == "30 images nearest to \u201cship\u201d"
+    front.label({i: (1 if classes[i] == "ship" else -1) for i in shown_ids(w)[:10]})
+    front.act("refine")
+    assert w.summary.startswith(f"{w.total:,} match") and "of your" in w.summary
+    front.assert_python_wrote_no_user_key()

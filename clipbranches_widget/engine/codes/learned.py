@@ -1,7 +1,8 @@
 """The paper's learned 32-d head: an MLP trained on the catalogue's own
 embeddings to keep CLIP's neighbourhoods, with a KoLeo term spreading codes.
 
-Training (torch, imported only inside ``fit``) needs no captions:
+Training (torch, imported only inside ``fit``, in ``learned_training``)
+needs no captions:
 
 - **similarity distillation**: for each anchor of a batch, the softmax over
   a random pool of items of its cosine similarities in the full CLIP space
@@ -43,14 +44,16 @@ from __future__ import annotations
 
 import base64
 import logging
-import math
 import time
 
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.exceptions import NotFittedError
 
 from .._validation import check_embeddings, describe
 from . import quantize as q8
+from .learned_training import train_image_head, train_text_head
+from .pca import Compressor
 
 __all__ = ["LearnedCompressor"]
 
@@ -164,56 +167,13 @@ class LearnedCompressor(q8.CodesMixin, TransformerMixin, BaseEstimator):
         self.progress = progress
 
     # ------------------------------------------------------------------ fit
-    def _check_params(self):
-        def positive_int(name, lo=1, hi=None):
-            v = getattr(self, name)
-            if (
-                isinstance(v, bool)
-                or not isinstance(v, (int, np.integer))
-                or v < lo
-                or (hi is not None and v > hi)
-            ):
-                rng = f"{lo}..{hi}" if hi is not None else f">= {lo}"
-                raise ValueError(f"{name}: expected an integer {rng}, got {v!r}")
-
-        positive_int("n_components", 1, 255)
-        positive_int("input_dims", int(self.n_components), 255)
-        positive_int("max_epochs", 0)
-        for name in (
-            "hidden",
-            "anchors",
-            "pool",
-            "steps_per_epoch",
-            "patience",
-            "max_fit_samples",
-            "n_threads",
-        ):
-            positive_int(name)
-        for name in ("perplexity", "lr"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name}: expected a positive number, got {getattr(self, name)!r}")
-        for name in ("koleo", "caption_weight"):
-            if not getattr(self, name) >= 0:
-                raise ValueError(f"{name}: expected a number >= 0, got {getattr(self, name)!r}")
-        if not 0 < self.validation_fraction < 0.5:
-            raise ValueError(
-                f"validation_fraction: expected a value in (0, 0.5), got "
-                f"{self.validation_fraction!r}"
-            )
-        if not 0 <= self.quantile < 0.5:
-            raise ValueError(f"quantile: expected a value in [0, 0.5), got {self.quantile!r}")
-        if self.quantization not in QUANTIZATIONS:
-            raise ValueError(
-                f"quantization: expected one of {QUANTIZATIONS}, got {self.quantization!r}"
-            )
-
     def fit(self, X, y=None, *, captions=None):
         """Train the head on embeddings ``X`` (n, d); ``y`` is ignored.
 
         ``captions``: optional ``(rows, T)``, text embeddings ``T`` (m, d) of
         the images ``X[rows]``, to train a separate text head.
         """
-        self._check_params()
+        _check_params(self)
         X = check_embeddings(X)
         n, d = X.shape
         if n < 20:
@@ -230,8 +190,6 @@ class LearnedCompressor(q8.CodesMixin, TransformerMixin, BaseEstimator):
                 ok = where[rows] >= 0
                 rows, T = where[rows[ok]], T[ok]
         Xn = _normalise(X)
-        from .pca import Compressor
-
         # PCA of the normalised inputs: the head's input, the centre and the start
         pca = Compressor(min(int(self.input_dims), d), random_state=self.random_state).fit(Xn)
         self.mean_ = pca.mean_
@@ -246,10 +204,10 @@ class LearnedCompressor(q8.CodesMixin, TransformerMixin, BaseEstimator):
         n_val = max(2, int(round(self.validation_fraction * Xn.shape[0])))
         val, train = np.sort(perm[:n_val]), np.sort(perm[n_val:])
         t0 = time.perf_counter()
-        self.weights_, self.history_ = _train_image_head(self, Xn, train, val)
+        self.weights_, self.history_ = train_image_head(self, Xn, train, val)
         self.text_weights_ = None
         if captions is not None and len(rows):
-            self.text_weights_, hist = _train_text_head(self, Xn, rows, T, train, val)
+            self.text_weights_, hist = train_text_head(self, Xn, rows, _normalise(T), train, val)
             self.history_ += hist
         log.info(
             "learned head: %d epochs in %.1f s, best held-out loss %.4f",
@@ -270,8 +228,6 @@ class LearnedCompressor(q8.CodesMixin, TransformerMixin, BaseEstimator):
     # ------------------------------------------------------------------ inference (numpy)
     def _check_fitted(self):
         if not hasattr(self, "weights_"):
-            from sklearn.exceptions import NotFittedError
-
             raise NotFittedError("LearnedCompressor is not fitted yet: call fit(X) first")
 
     def _inputs(self, Xn) -> np.ndarray:
@@ -386,6 +342,49 @@ class LearnedCompressor(q8.CodesMixin, TransformerMixin, BaseEstimator):
 # ---------------------------------------------------------------------- helpers (numpy)
 
 
+def _check_params(est) -> None:
+    """ValueError naming the first parameter of ``est`` out of its range."""
+
+    def positive_int(name, lo=1, hi=None):
+        v = getattr(est, name)
+        if (
+            isinstance(v, bool)
+            or not isinstance(v, (int, np.integer))
+            or v < lo
+            or (hi is not None and v > hi)
+        ):
+            rng = f"{lo}..{hi}" if hi is not None else f">= {lo}"
+            raise ValueError(f"{name}: expected an integer {rng}, got {v!r}")
+
+    positive_int("n_components", 1, 255)
+    positive_int("input_dims", int(est.n_components), 255)
+    positive_int("max_epochs", 0)
+    for name in (
+        "hidden",
+        "anchors",
+        "pool",
+        "steps_per_epoch",
+        "patience",
+        "max_fit_samples",
+        "n_threads",
+    ):
+        positive_int(name)
+    for name in ("perplexity", "lr"):
+        if not getattr(est, name) > 0:
+            raise ValueError(f"{name}: expected a positive number, got {getattr(est, name)!r}")
+    for name in ("koleo", "caption_weight"):
+        if not getattr(est, name) >= 0:
+            raise ValueError(f"{name}: expected a number >= 0, got {getattr(est, name)!r}")
+    if not 0 < est.validation_fraction < 0.5:
+        raise ValueError(
+            f"validation_fraction: expected a value in (0, 0.5), got {est.validation_fraction!r}"
+        )
+    if not 0 <= est.quantile < 0.5:
+        raise ValueError(f"quantile: expected a value in [0, 0.5), got {est.quantile!r}")
+    if est.quantization not in QUANTIZATIONS:
+        raise ValueError(f"quantization: expected one of {QUANTIZATIONS}, got {est.quantization!r}")
+
+
 def _normalise(X) -> np.ndarray:
     X = np.asarray(X, np.float32)
     return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), np.float32(1e-12))
@@ -424,245 +423,3 @@ def _check_captions(captions, n: int, d: int):
     if rows.size and (rows.min() < 0 or rows.max() >= n):
         raise IndexError(f"captions: expected rows in 0..{n - 1}, got {rows.min()}..{rows.max()}")
     return rows.astype(np.int64), T
-
-
-# ---------------------------------------------------------------------- training (torch)
-
-
-def _torch_threads(n: int):
-    """Context manager running torch on ``n`` threads, restoring the setting after."""
-    import contextlib
-
-    import torch
-
-    @contextlib.contextmanager
-    def ctx():
-        before = torch.get_num_threads()
-        torch.set_num_threads(int(n))
-        try:
-            yield
-        finally:
-            torch.set_num_threads(before)
-
-    return ctx()
-
-
-def _calibrate(S, perplexity: float, iters: int = 16, top: int = 64):
-    """Log inverse temperatures (one per row) giving the softmax rows of ``S``
-    the perplexity ``perplexity``, by bisection.
-
-    Computed on each row's ``top`` largest entries only: at a perplexity of
-    ~10 the rest carry no mass, and it is much cheaper.
-    """
-    import torch
-
-    m = S.shape[1]
-    target = math.log(min(float(perplexity), max(m, 1) * 0.5 + 0.5))
-    S = S - S.amax(dim=1, keepdim=True)  # row max 0
-    St = S.topk(min(top, m), dim=1).values
-    lo = torch.full((S.shape[0], 1), -8.0)
-    hi = torch.full((S.shape[0], 1), 12.0)
-    for _ in range(iters):
-        mid = (lo + hi) / 2
-        P = torch.softmax(St * mid.exp(), dim=1)
-        H = -(P * torch.log(P.clamp_min(1e-30))).sum(dim=1, keepdim=True)
-        too_flat = H > target  # entropy too high: sharpen
-        lo = torch.where(too_flat, mid, lo)
-        hi = torch.where(too_flat, hi, mid)
-    return (lo + hi) / 2
-
-
-def _teacher(S, perplexity: float):
-    """Row-wise softmax of the similarities ``S`` (anchors x pool), each row at
-    the temperature that gives it the perplexity ``perplexity`` (as t-SNE)."""
-    import torch
-
-    return torch.softmax((S - S.amax(dim=1, keepdim=True)) * _calibrate(S, perplexity).exp(), dim=1)
-
-
-def _head(params, xc):
-    import torch
-
-    h = torch.relu(xc @ params["W1"] + params["b1"])
-    z = xc @ params["W"] + h @ params["W2"] + params["b2"]
-    return torch.nn.functional.normalize(z, dim=1)
-
-
-def _init_params(est, r: int, gen):
-    import torch
-
-    k, hid = int(est.n_components), int(est.hidden)
-    W = torch.eye(r, k)  # the first k principal coordinates: the PCA codes
-    W1 = torch.randn(r, hid, generator=gen) * math.sqrt(2.0 / r)
-    return {
-        "W": W,
-        "W1": W1,
-        "b1": torch.zeros(hid),
-        "W2": torch.zeros(hid, k),
-        "b2": torch.zeros(k),
-    }
-
-
-def _batch(idx, est, gen):
-    """A batch: ``anchors`` random rows and a disjoint random pool of ``pool`` rows."""
-    import torch
-
-    n = idx.shape[0]
-    perm = idx[torch.randperm(n, generator=gen)]
-    n_anchor = min(int(est.anchors), max(1, n // 2))
-    return perm[:n_anchor], perm[n_anchor : n_anchor + int(est.pool)]
-
-
-def _distill_loss(params, log_scale, Xn_t, Xc_t, batch, est):
-    """KL(teacher || student) of each anchor's similarity distribution over the
-    pool, plus the KoLeo term over the anchors."""
-    import torch
-
-    a, p = batch
-    with torch.no_grad():
-        P = _teacher(Xn_t[a] @ Xn_t[p].T, float(est.perplexity))
-    Z = _head(params, Xc_t[torch.cat([a, p])])
-    za, zp = Z[: a.shape[0]], Z[a.shape[0] :]
-    C = za @ zp.T
-    # each student row is measured in units of its own neighbourhood width
-    # (nearest minus k-th nearest similarity, k ~ perplexity), like the
-    # teacher's per-row calibration but differentiable, so the loss compares
-    # the shapes of the neighbourhoods, not their widths. Measured: one global
-    # student temperature made the head distort the geometry (digits
-    # recall@10 0.897); a per-row bisection held constant in the step is not a
-    # descent direction (the loss rose after one epoch on CIFAR features)
-    top = C.topk(min(int(round(float(est.perplexity))) + 1, C.shape[1]), dim=1).values
-    width = (top[:, :1] - top[:, -1:]).clamp_min(1e-4)
-    logQ = torch.log_softmax((C - top[:, :1]) / width * log_scale.exp(), dim=1)
-    loss = (P * (torch.log(P.clamp_min(1e-30)) - logQ)).sum(dim=1).mean()
-    if est.koleo > 0 and a.shape[0] > 1:
-        dist = torch.cdist(za, za) + torch.eye(a.shape[0]) * 1e3
-        loss = loss - est.koleo * torch.log(dist.min(dim=1).values + 1e-8).mean()
-    return loss
-
-
-def _fit_loop(est, params, extra, step_loss, val_batches, desc):
-    """Adam with early stopping on the held-out loss; returns the best params."""
-    import torch
-    from tqdm.auto import tqdm
-
-    trainable = list(params.values()) + list(extra)
-    for t in trainable:
-        t.requires_grad_(True)
-    opt = torch.optim.Adam(trainable, lr=float(est.lr))
-    history = []
-    with torch.no_grad():  # the starting point (PCA for the image head) is a candidate too
-        best_loss = float(np.mean([float(step_loss(vb)) for vb in val_batches]))
-    best, waited = {k: v.detach().clone() for k, v in params.items()}, 0
-    history.append({"stage": desc, "epoch": -1, "train": None, "val": best_loss})
-    bar = tqdm(range(int(est.max_epochs)), desc=desc, disable=not est.progress, leave=False)
-    for epoch in bar:
-        total = 0.0
-        for _ in range(int(est.steps_per_epoch)):
-            opt.zero_grad()
-            loss = step_loss(None)
-            loss.backward()
-            opt.step()
-            total += float(loss.detach())
-        with torch.no_grad():
-            val = float(np.mean([float(step_loss(vb)) for vb in val_batches]))
-        history.append(
-            {"stage": desc, "epoch": epoch, "train": total / est.steps_per_epoch, "val": val}
-        )
-        bar.set_postfix(train=f"{total / est.steps_per_epoch:.4f}", val=f"{val:.4f}")
-        if val < best_loss - 1e-5:
-            best_loss, waited = val, 0
-            best = {k: v.detach().clone() for k, v in params.items()}
-        else:
-            waited += 1
-            if waited >= est.patience:
-                break
-    bar.close()
-    return {k: v.numpy().astype(np.float32) for k, v in best.items()}, history
-
-
-def _train_image_head(est, Xn, train, val):
-    import torch
-
-    with _torch_threads(est.n_threads):
-        torch.manual_seed(int(est.random_state))
-        gen = torch.Generator().manual_seed(int(est.random_state))
-        Xn_t = torch.from_numpy(np.ascontiguousarray(Xn, np.float32))
-        Xc_t = torch.from_numpy(est._inputs(Xn))
-        params = _init_params(est, Xc_t.shape[1], gen)
-        log_scale = torch.tensor(math.log(3.0))  # learned student sharpness
-        tr, va = torch.from_numpy(train), torch.from_numpy(val)
-        # held-out anchors against a pool drawn from the training items: the
-        # same geometry (pool size, so temperature) as the training batches
-        vgen = torch.Generator().manual_seed(int(est.random_state) + 1)
-        val_batches = [
-            (
-                va[torch.randperm(va.numel(), generator=vgen)[: int(est.anchors)]],
-                _batch(tr, est, vgen)[1],
-            )
-            for _ in range(4)
-        ]
-
-        def step_loss(vb):
-            return _distill_loss(
-                params, log_scale, Xn_t, Xc_t, _batch(tr, est, gen) if vb is None else vb, est
-            )
-
-        return _fit_loop(est, params, [log_scale], step_loss, val_batches, "image head")
-
-
-def _train_text_head(est, Xn, rows, T, train, val):
-    """Contrastive (InfoNCE) text head towards the frozen image codes of its images."""
-    import torch
-
-    with _torch_threads(est.n_threads):
-        torch.manual_seed(int(est.random_state) + 2)
-        gen = torch.Generator().manual_seed(int(est.random_state) + 2)
-        Xc_t = torch.from_numpy(est._inputs(Xn))
-        Tc_t = torch.from_numpy(est._inputs(_normalise(T)))
-        image = {k: torch.from_numpy(v) for k, v in est.weights_.items()}
-        with torch.no_grad():
-            target = _head(image, Xc_t[torch.from_numpy(rows)])  # frozen image codes
-        params = {k: v.clone() for k, v in image.items()}
-        log_scale = torch.tensor(math.log(10.0))
-        in_val = np.isin(rows, val)
-        pairs_tr = torch.from_numpy(np.flatnonzero(~in_val))
-        pairs_va = torch.from_numpy(np.flatnonzero(in_val))
-        if pairs_va.numel() < 2:  # too few captions to hold some out: monitor the training pairs
-            pairs_va = pairs_tr
-        tr = torch.from_numpy(train)
-        size = min(int(est.anchors) * 4, pairs_tr.numel())
-
-        def loss_on(pr, img):
-            zt = _head(params, Tc_t[pr])
-            logits = zt @ target[pr].T * log_scale.exp()
-            labels = torch.arange(pr.numel())
-            nce = (
-                torch.nn.functional.cross_entropy(logits, labels)
-                + torch.nn.functional.cross_entropy(logits.T, labels)
-            ) / 2
-            keep = (_head(params, Xc_t[img]) - _head(image, Xc_t[img])).pow(2).sum(dim=1).mean()
-            return nce + est.caption_weight * keep
-
-        vgen = torch.Generator().manual_seed(int(est.random_state) + 3)
-        val_batches = [
-            (
-                pairs_va[torch.randperm(pairs_va.numel(), generator=vgen)[:size]],
-                torch.from_numpy(val),
-            )
-            for _ in range(2)
-        ]
-
-        def step_loss(vb):
-            if vb is not None:
-                return loss_on(*vb)
-            pr = pairs_tr[torch.randperm(pairs_tr.numel(), generator=gen)[:size]]
-            img = tr[torch.randperm(tr.numel(), generator=gen)[:size]]
-            return loss_on(pr, img)
-
-        if pairs_tr.numel() < 2:
-            raise ValueError(
-                f"captions: expected at least 2 image-caption pairs in the training "
-                f"split, got {pairs_tr.numel()}"
-            )
-        return _fit_loop(est, params, [log_scale], step_loss, val_batches, "text head")

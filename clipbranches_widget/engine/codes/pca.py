@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.exceptions import NotFittedError
 
 from .._validation import check_embeddings
 from . import quantize as q8
 
-__all__ = ["Compressor", "compressor_from_dict", "is_fitted", "make_compressor"]
+__all__ = ["Compressor"]
 
 
 class Compressor(q8.CodesMixin, TransformerMixin, BaseEstimator):
@@ -79,8 +80,6 @@ class Compressor(q8.CodesMixin, TransformerMixin, BaseEstimator):
 
     def _check_fitted(self):
         if not hasattr(self, "components_"):
-            from sklearn.exceptions import NotFittedError
-
             raise NotFittedError("Compressor is not fitted yet: call fit(X) first")
 
     def project(self, X) -> np.ndarray:
@@ -118,87 +117,3 @@ class Compressor(q8.CodesMixin, TransformerMixin, BaseEstimator):
         c.scale_ = np.asarray(data["scale"], np.float32)
         c.n_features_in_ = c.mean_.shape[0]
         return c
-
-
-# --- choosing and restoring a compressor (``Catalogue.build(compressor=...)``, manifests) ---
-
-COMPRESSOR_KINDS = ("pca", "learned")
-
-
-def is_fitted(compressor) -> bool:
-    """Whether ``compressor`` can transform (works for every kind)."""
-    return hasattr(compressor, "low_") and hasattr(compressor, "scale_")
-
-
-def compressor_from_dict(data: dict):
-    """A fitted compressor from its ``to_dict`` form (a manifest's ``compressor``)."""
-    if not isinstance(data, dict):
-        raise TypeError(f"compressor: expected a dict from to_dict(), got {type(data).__name__}")
-    kind = data.get("kind")
-    if kind == "pca":
-        return Compressor.from_dict(data)
-    if kind == "learned":
-        from .learned import LearnedCompressor
-
-        return LearnedCompressor.from_dict(data)
-    raise ValueError(
-        f"compressor: unknown kind {kind!r} in the manifest; this library reads "
-        f"{', '.join(map(repr, COMPRESSOR_KINDS))} (a newer clipbranches-widget "
-        "may read it)"
-    )
-
-
-def make_compressor(spec=None):
-    """A compressor from a spec: ``"pca"`` (default), ``"learned"`` (the learned
-    32-d head, needs torch to fit), a path to a JSON file written by
-    ``save_compressor`` (a fitted compressor, reused as is), or an instance."""
-    import os
-    from pathlib import Path
-
-    if spec is None or (isinstance(spec, str) and spec == "pca"):
-        return Compressor()
-    if isinstance(spec, str) and spec == "learned":
-        from .learned import LearnedCompressor
-
-        return LearnedCompressor()
-    if isinstance(spec, (str, os.PathLike)):
-        path = Path(spec)
-        if not path.is_file():
-            raise ValueError(
-                f"compressor: expected 'pca' or a Compressor (or 'learned', or a "
-                f"JSON file from save_compressor), got {os.fspath(spec)!r}: "
-                "not a known kind, and no such file"
-            )
-        return load_compressor(path)
-    if not hasattr(spec, "transform") or not hasattr(spec, "to_dict"):
-        raise TypeError(
-            f"compressor: expected 'pca' or a Compressor (or 'learned', or a path), "
-            f"got {type(spec).__name__}"
-        )
-    return spec
-
-
-def save_compressor(compressor, path) -> None:
-    """Write a fitted compressor's ``to_dict`` as JSON (reusable with ``make_compressor``)."""
-    import json
-    from pathlib import Path
-
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(compressor.to_dict()), encoding="utf-8")
-    tmp.replace(path)
-
-
-def load_compressor(path):
-    """A fitted compressor from a JSON file written by ``save_compressor``."""
-    import json
-    from pathlib import Path
-
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(
-            f"compressor: {str(path)!r} is not a compressor JSON file "
-            f"(save_compressor writes one): {exc}"
-        ) from exc
-    return compressor_from_dict(data)

@@ -23,20 +23,31 @@ import logging
 
 import numpy as np
 from numba import njit, prange
+from scipy.special import ndtri
 from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.exceptions import NotFittedError
 
-from .._parallel import numba_threads
-from .._validation import check_codes, check_labels
+from .._parallel import INLINE, KERNEL, PARALLEL, numba_threads
+from .._validation import check_codes
 from ..boxes import Boxes
 from ..search.scan import scan_votes
 from ..subsets import default_feature_subsets
+from .inputs import (
+    apply_bins,
+    check_n_features,
+    check_params,
+    check_X,
+    encode_labels,
+    fit_bins,
+    sample_weights,
+)
 
 __all__ = ["DecisionBranchesClassifier", "default_feature_subsets"]
 
 log = logging.getLogger(__name__)
 
 
-@njit(inline="always")
+@njit(**INLINE)
 def _gini2(wp, wn):
     # weighted impurity of one node: total weight times Gini index
     t = wp + wn
@@ -45,12 +56,12 @@ def _gini2(wp, wn):
     return 2.0 * wp * wn / t
 
 
-@njit(inline="always")
+@njit(**INLINE)
 def _split_gini(wp_in, wn_in, wp_tot, wn_tot):
     return (_gini2(wp_in, wn_in) + _gini2(wp_tot - wp_in, wn_tot - wn_in)) / (wp_tot + wn_tot)
 
 
-@njit(cache=True, nogil=True)
+@njit(**KERNEL)
 def _linf_from_seed(X, seed, dims):
     n = X.shape[0]
     dist = np.empty(n, np.int64)
@@ -64,7 +75,7 @@ def _linf_from_seed(X, seed, dims):
     return dist
 
 
-@njit(cache=True, nogil=True)
+@njit(**KERNEL)
 def _weights_inside(X, y, w, dims, order, dist, radius, lo, hi, hard):
     # only points within the box's L-inf radius around the seed can be inside;
     # also counts "hard" negatives (weight >= hard): explicit user negatives
@@ -91,7 +102,7 @@ def _weights_inside(X, y, w, dims, order, dist, radius, lo, hi, hard):
     return wp, wn, n_hard
 
 
-@njit(cache=True, nogil=True)
+@njit(**KERNEL)
 def _add_margin(X, y, w, dims, lo, hi, n_pos, params, half_range, prior_sigma):
     # Widen each side: the positives' extent estimates the concept's spread
     # (sigma = extent / expected range of n_pos normal samples); the box
@@ -137,7 +148,7 @@ def _add_margin(X, y, w, dims, lo, hi, n_pos, params, half_range, prior_sigma):
     return new_lo, new_hi
 
 
-@njit(cache=True, nogil=True)
+@njit(**KERNEL)
 def grow_box(X, y, w, seed, dims, params, half_range, prior_sigma, lo, hi):
     """Grow the box around ``X[seed]`` on ``dims``; write bounds into lo/hi.
 
@@ -208,7 +219,7 @@ def grow_box(X, y, w, seed, dims, params, half_range, prior_sigma, lo, hi):
     return best
 
 
-@njit(parallel=True, cache=True, nogil=True)
+@njit(**PARALLEL)
 def grow_boxes(X, y, w, seed, subsets, sizes, params, half_range, prior_sigma, lo, hi, scores):
     """``grow_box`` on every subset in parallel (subsets padded with -1)."""
     for s in prange(subsets.shape[0]):
@@ -223,8 +234,6 @@ def expected_half_range(n_max: int = 1024) -> np.ndarray:
 
     Entries 0 and 1 are 0: one sample says nothing about the spread.
     """
-    from scipy.special import ndtri
-
     n = np.arange(n_max + 1, dtype=np.float64)
     out = np.zeros(n_max + 1)
     out[2:] = ndtri((n[2:] - 0.375) / (n[2:] + 0.25))
@@ -236,6 +245,12 @@ _HALF_RANGE = expected_half_range()
 
 class DecisionBranchesClassifier(ClassifierMixin, BaseEstimator):
     """A union of axis-aligned boxes over uint8 codes, grown around positives.
+
+    ``X`` is normally uint8 codes, used as they are. Any other finite numeric
+    ``X`` is first binned per feature into 256 bins (as HistGradientBoosting
+    does; ``bin_edges_`` keeps the thresholds for predict), so the estimator
+    is a plain scikit-learn classifier too. ``y``: any two labels; the larger
+    one (``classes_[1]``) is the positive class.
 
     Parameters
     ----------
@@ -268,7 +283,7 @@ class DecisionBranchesClassifier(ClassifierMixin, BaseEstimator):
         background negatives weight 0.5, so only the user's own negatives
         limit the margin: background items inside a concept's region are
         often unlabelled positives.
-    class_weight : None or "balanced", default None
+    class_weight : None, "balanced" or dict {label: weight}, default None
     max_failures : int, default 5
         Stop after this many consecutive seeds whose best box is impure.
     random_state : int, Generator or None
@@ -278,8 +293,10 @@ class DecisionBranchesClassifier(ClassifierMixin, BaseEstimator):
     Attributes
     ----------
     boxes_ : Boxes
-    classes_ : ndarray of shape (2,)
+    classes_ : ndarray of shape (2,), the labels seen in fit (positive last)
     n_features_in_ : int
+    bin_edges_ : None (uint8 codes) or list of (<= 255,) float arrays
+        Per feature, the upper bound (inclusive) of each bin but the last.
     feature_subsets_ : list of tuples
     box_scores_ : (m,) weighted Gini of each box on the training data
     """
@@ -313,6 +330,12 @@ class DecisionBranchesClassifier(ClassifierMixin, BaseEstimator):
         self.random_state = random_state
         self.n_jobs = n_jobs
 
+    def __sklearn_tags__(self):
+        # binary only: one box union separates one class from the rest
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_class = False
+        return tags
+
     def _subsets(self, d):
         if isinstance(self.feature_subsets, str):
             if self.feature_subsets != "paper":
@@ -332,31 +355,17 @@ class DecisionBranchesClassifier(ClassifierMixin, BaseEstimator):
         return subsets
 
     def fit(self, X, y, sample_weight=None):
-        X = check_codes(X)
-        pos = check_labels(y, X.shape[0])
-        yy = np.asarray(y)
-        self.classes_ = np.array([-1, 1]) if yy.min() == -1 else np.array([0, 1])
+        X = check_X(X)
         n, d = X.shape
-        if self.max_boxes < 1:
-            raise ValueError(f"max_boxes: expected a positive integer, got {self.max_boxes}")
-        if self.prior_spread < 0:
-            raise ValueError(
-                f"prior_spread: expected a non-negative number, got {self.prior_spread}"
-            )
-        if self.margin < 0:
-            raise ValueError(f"margin: expected a non-negative number, got {self.margin}")
-        w = np.ones(n) if sample_weight is None else np.asarray(sample_weight, np.float64)
-        if w.shape != (n,) or not np.isfinite(w).all() or (w < 0).any():
-            raise ValueError(f"sample_weight: expected {n} finite non-negative weights")
-        if self.class_weight == "balanced":
-            n_pos = pos.sum()
-            n_neg = n - n_pos
-            w = w * np.where(pos == 1, n / (2.0 * n_pos), n / (2.0 * max(n_neg, 1)))
-        elif self.class_weight is not None:
-            raise ValueError(
-                f"class_weight: expected None or 'balanced', got {self.class_weight!r}"
-            )
-        subsets = self._subsets(d)
+        check_params(self)
+        subsets = self._subsets(d)  # before the labels: a bad parameter is named first
+        classes, pos = encode_labels(y, n)
+        w = sample_weights(sample_weight, n, classes, pos, self.class_weight)
+        # uint8 codes are the boxes' own space; anything else is binned into it
+        self.bin_edges_ = None if X.dtype == np.uint8 else fit_bins(X)
+        if self.bin_edges_ is not None:
+            X = apply_bins(X, self.bin_edges_)
+        self.classes_ = classes
         self.feature_subsets_ = subsets
         self.n_features_in_ = d
         rng = np.random.default_rng(self.random_state)
@@ -446,10 +455,17 @@ class DecisionBranchesClassifier(ClassifierMixin, BaseEstimator):
             active = active[~inside]
         return boxes, scores
 
+    def _codes(self, X):
+        if self.bin_edges_ is None:  # fitted on codes: only codes make sense
+            return check_codes(X, n_features=self.n_features_in_, allow_empty=True)
+        X = check_X(X, allow_empty=True)
+        check_n_features(X, self.n_features_in_, type(self).__name__)
+        return apply_bins(X.astype(np.float64, copy=False), self.bin_edges_)
+
     def decision_function(self, X):
         """Number of boxes containing each item."""
         self._check_fitted()
-        X = check_codes(X, n_features=self.n_features_in_, allow_empty=True)
+        X = self._codes(X)
         with numba_threads(self.n_jobs):
             return scan_votes(X, self.boxes_).astype(np.int64)
 
@@ -459,8 +475,6 @@ class DecisionBranchesClassifier(ClassifierMixin, BaseEstimator):
 
     def _check_fitted(self):
         if not hasattr(self, "boxes_"):
-            from sklearn.exceptions import NotFittedError
-
             raise NotFittedError(
                 "DecisionBranchesClassifier is not fitted yet: call fit(codes, y) first"
             )

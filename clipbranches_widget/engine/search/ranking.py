@@ -5,10 +5,12 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from .._parallel import PARALLEL
+
 __all__ = ["code_scores", "rank"]
 
 
-@njit(parallel=True, cache=True, nogil=True)
+@njit(**PARALLEL)
 def _code_scores(codes, ids, weight, offset, out):
     # dequantisation is affine per dimension, so the dot product with the
     # reference is sum_j code_j * weight_j + offset

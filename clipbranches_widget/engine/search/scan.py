@@ -13,8 +13,10 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from .._parallel import INLINE, PARALLEL, numba_threads
 from .._validation import check_codes
 from ..boxes import Boxes
+from .result import ScanResult
 
 __all__ = ["ScanResult", "compile_tables", "scan", "scan_votes"]
 
@@ -25,7 +27,7 @@ _M4 = np.uint64(0x0F0F0F0F0F0F0F0F)
 _H01 = np.uint64(0x0101010101010101)
 
 
-@njit(inline="always")
+@njit(**INLINE)
 def _popcount(x):
     x = x - ((x >> np.uint64(1)) & _M1)
     x = (x & _M2) + ((x >> np.uint64(2)) & _M2)
@@ -100,7 +102,7 @@ def compile_tables(boxes: Boxes, freq=None):
     return np.ascontiguousarray(tables[order]), order.astype(np.int64), full
 
 
-@njit(parallel=True, cache=True, nogil=True)
+@njit(**PARALLEL)
 def _votes_kernel(codes, tables, dims, full, votes, chunk):
     n = codes.shape[0]
     k = dims.shape[0]
@@ -133,7 +135,7 @@ def _votes_kernel(codes, tables, dims, full, votes, chunk):
     return counts
 
 
-@njit(parallel=True, cache=True, nogil=True)
+@njit(**PARALLEL)
 def _votes_kernel_1(codes, tables, dims, full, votes, chunk):
     # At most 64 boxes: one scalar mask per item. Branch-free "selection
     # vector" stages: each dimension filters the survivors of the previous
@@ -181,7 +183,7 @@ def _votes_kernel_1(codes, tables, dims, full, votes, chunk):
     return counts
 
 
-@njit(parallel=True, cache=True, nogil=True)
+@njit(**PARALLEL)
 def _gather_kernel(votes, offsets, chunk, ids_out, votes_out):
     n = votes.shape[0]
     nchunks = offsets.shape[0] - 1
@@ -213,30 +215,8 @@ def _scan_votes(codes, boxes):
     return votes, counts
 
 
-class ScanResult:
-    """All matching items of a whole-catalogue query, in id order.
-
-    Attributes: ``ids`` (int64), ``votes``, ``path`` ("scan" or "index"),
-    plus whatever diagnostics the path records in ``info``.
-    """
-
-    def __init__(self, ids, votes, path="scan", info=None):
-        self.ids = ids
-        self.votes = votes
-        self.path = path
-        self.info = dict(info or {})
-
-    def __len__(self):
-        return self.ids.shape[0]
-
-    def __repr__(self):
-        return f"ScanResult(count={len(self)}, path={self.path!r})"
-
-
 def scan(codes, boxes: Boxes, *, n_jobs: int | None = None) -> ScanResult:
     """Every item contained in at least one box, with its votes, in id order."""
-    from .._parallel import numba_threads
-
     codes = check_codes(codes, n_features=boxes.n_features, allow_empty=True)
     with numba_threads(n_jobs):
         votes, counts = _scan_votes(codes, boxes)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import faiss
 import numpy as np
 from sklearn.base import BaseEstimator
+from sklearn.exceptions import NotFittedError
 
-from .._validation import check_embeddings
+from .._validation import check_embeddings, check_positive_int
 
 __all__ = ["KnnSeeder"]
 
@@ -30,11 +31,8 @@ class KnnSeeder(BaseEstimator):
 
     def search(self, q, k: int):
         if not hasattr(self, "index_"):
-            from sklearn.exceptions import NotFittedError
-
             raise NotFittedError("KnnSeeder is not fitted yet: call fit(X) first")
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise ValueError(f"k: expected a positive integer, got {k!r}")
+        k = check_positive_int("k", k)
         q = np.asarray(q)
         single = q.ndim == 1
         q = check_embeddings(q[None, :] if single else q, n_features=self.n_features_in_, name="q")

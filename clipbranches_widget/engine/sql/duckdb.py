@@ -17,9 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..search.scan import ScanResult
+from ..boxes import Boxes
+from ..search.result import ScanResult
 from .parquet import path_list
-from .text import boxes_to_sql, quote_identifier
+from .query import boxes_to_sql, quote_identifier
 
 __all__ = ["duckdb_connect", "search_duckdb"]
 
@@ -116,8 +117,6 @@ def search_duckdb(
     Returns a ``ScanResult`` with ``path="duckdb"``; ``info["sql"]`` holds the
     query that ran.
     """
-    from ..boxes import Boxes
-
     if not isinstance(boxes, Boxes):
         raise TypeError(f"boxes: expected a Boxes model, got {type(boxes).__name__}")
     con = connection if connection is not None else duckdb_connect(threads=threads)

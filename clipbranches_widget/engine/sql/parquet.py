@@ -15,13 +15,17 @@ kept, so results are unchanged).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
-from .._validation import check_codes, describe
+from .._atomic import atomic_file
+from .._validation import check_codes, check_positive_int, describe
 
 __all__ = ["DEFAULT_ROW_GROUP_SIZE", "code_columns", "read_parquet_codes", "write_parquet"]
 
@@ -36,8 +40,6 @@ def code_columns(n_features: int = 32) -> list[str]:
 
 
 def _schema(n_features: int):
-    import pyarrow as pa
-
     fields = [pa.field("id", pa.int64(), nullable=False), pa.field("uri", pa.string())]
     fields += [pa.field(c, pa.uint8(), nullable=False) for c in code_columns(n_features)]
     return pa.schema(fields, metadata={b"clipbranches.layout": b"id,uri,codes:uint8"})
@@ -72,9 +74,6 @@ def write_parquet(
         Store rows ordered by these columns, so row groups hold narrow ranges
         of them and boxes constraining them skip whole groups.
     """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     if hasattr(catalogue, "codes"):
         codes = catalogue.codes
         if uris is None:
@@ -83,11 +82,7 @@ def write_parquet(
         codes = catalogue
     codes = check_codes(codes, name="codes", allow_empty=True)
     n, d = codes.shape
-    if int(row_group_size) < 1:
-        raise ValueError(
-            f"row_group_size: expected a positive number of rows, got {row_group_size}"
-        )
-    row_group_size = int(row_group_size)
+    row_group_size = check_positive_int("row_group_size", row_group_size)
     if uris is not None:
         uris = np.asarray(uris, dtype=object)
         if uris.shape != (n,):
@@ -103,30 +98,26 @@ def write_parquet(
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".partial-{os.getpid()}")
+    remove_stale_temporaries(path)
     schema = _schema(d)
-    try:
-        with pq.ParquetWriter(
-            tmp, schema, compression=compression, write_statistics=True
-        ) as writer:
-            for s in range(0, max(n, 1), row_group_size):
-                e = min(n, s + row_group_size)
-                rows = slice(s, e) if order is None else order[s:e]
-                block = np.ascontiguousarray(codes[rows])
-                uri = (
-                    pa.nulls(e - s, pa.string())
-                    if uris is None
-                    else pa.array(uris[rows].tolist(), pa.string())
-                )
-                arrays = [pa.array(ids[rows], pa.int64()), uri]
-                arrays += [pa.array(block[:, j], pa.uint8()) for j in range(d)]
-                writer.write_table(
-                    pa.Table.from_arrays(arrays, schema=schema), row_group_size=row_group_size
-                )
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with (
+        atomic_file(path) as f,
+        pq.ParquetWriter(f, schema, compression=compression, write_statistics=True) as writer,
+    ):
+        for s in range(0, max(n, 1), row_group_size):
+            e = min(n, s + row_group_size)
+            rows = slice(s, e) if order is None else order[s:e]
+            block = np.ascontiguousarray(codes[rows])
+            uri = (
+                pa.nulls(e - s, pa.string())
+                if uris is None
+                else pa.array(uris[rows].tolist(), pa.string())
+            )
+            arrays = [pa.array(ids[rows], pa.int64()), uri]
+            arrays += [pa.array(block[:, j], pa.uint8()) for j in range(d)]
+            writer.write_table(
+                pa.Table.from_arrays(arrays, schema=schema), row_group_size=row_group_size
+            )
     log.info(
         "wrote %d items to %s (%d row groups of %d)",
         n,
@@ -135,6 +126,29 @@ def write_parquet(
         row_group_size,
     )
     return path
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def remove_stale_temporaries(path: Path) -> None:
+    """Remove temporaries of ``path`` that killed writers left: ``.<name>.tmp-<pid>-*``
+    (``_atomic``) and the older ``<name>.partial-<pid>``, when that pid is dead."""
+    tmp_prefix, old_prefix = f".{path.name}.tmp-", f"{path.name}.partial-"
+    for entry in os.scandir(path.parent):
+        for prefix in (tmp_prefix, old_prefix):
+            pid = entry.name[len(prefix) :].split("-")[0] if entry.name.startswith(prefix) else ""
+            if pid.isdigit() and not _pid_alive(int(pid)) and entry.is_file():
+                log.info("removing %s, left by a killed writer", entry.path)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
 
 
 def _sort_order(codes, sort_by):
@@ -153,8 +167,6 @@ def _sort_order(codes, sort_by):
 
 def read_parquet_codes(path):
     """``(ids, codes, uris)`` of a file written by ``write_parquet`` (in memory)."""
-    import pyarrow.parquet as pq
-
     table = pq.read_table(path)
     names = [c for c in table.column_names if c.startswith("c") and c[1:].isdigit()]
     names.sort(key=lambda c: int(c[1:]))

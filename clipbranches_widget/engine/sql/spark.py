@@ -19,9 +19,10 @@ import uuid
 
 import numpy as np
 
-from ..search.scan import ScanResult
+from ..boxes import Boxes
+from ..search.result import ScanResult
 from .parquet import path_list
-from .text import boxes_to_sql
+from .query import boxes_to_sql
 
 __all__ = [
     "HUGE_METHODS_OPTION",
@@ -150,8 +151,6 @@ def search_spark(
     columns; both return a ``ScanResult`` with ``path="spark"``, ordered on
     the driver by ``order`` ("id", "votes" or None).
     """
-    from ..boxes import Boxes
-
     if not isinstance(boxes, Boxes):
         raise TypeError(f"boxes: expected a Boxes model, got {type(boxes).__name__}")
     if method not in ("sql", "dataframe"):

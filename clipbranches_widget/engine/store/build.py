@@ -1,260 +1,143 @@
-"""Building a catalogue from images: resumable, atomic, with a progress bar.
+"""Building a catalogue folder from images: checked first, resumable, atomic.
 
-A build of ``out`` works in the hidden sibling ``.<out>.partial/``:
-
-1. the image list is embedded in fixed chunks of ``chunk_size`` images; each
-   chunk's embeddings (float32) and its list of unreadable images are written
-   to ``chunks/`` (data first, then the small JSON that marks the chunk done);
-2. once every chunk is done, the compressor is fitted, the codes, embeddings
-   and URIs are written to ``catalogue/`` and the manifest last;
-3. ``catalogue/`` is renamed to ``out`` and the work folder removed.
-
-Killed anywhere, ``out`` either does not exist or is complete. Run again with
-the same images and settings, a build skips the chunks already done; the
-batches are the same, so the result equals an uninterrupted build.
+``build_catalogue`` checks every argument and ``out`` before any image is
+embedded, takes the folder's lock (``lock.py``), embeds into
+``.<out>.partial/`` (``chunks.py``) and commits the finished catalogue by
+renames. It returns the folder; ``Catalogue.build`` opens it. Nothing here
+imports the ``Catalogue`` class.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import shutil
-import time
 from pathlib import Path
 
-import numpy as np
-
-from ..codes.pca import Compressor, is_fitted
+from .._atomic import replace_dir
+from .._validation import check_positive_int
+from ..codes.registry import make_compressor
 from . import format as storage
+from .chunks import embed_to_chunks, partial_dir, write_from_chunks
+from .embed import ClipEmbedder
+from .lock import output_lock
+from .sources import IMAGE_EXTENSIONS, list_images
 
-__all__ = ["build_catalogue", "embed_to_chunks", "partial_dir"]
+__all__ = ["build_catalogue", "check_chunking", "check_out", "commit", "partial_dir"]
 
 log = logging.getLogger(__name__)
 
-STATE = "build.json"
+
+def check_chunking(batch_size, chunk_size) -> tuple[int, int]:
+    """``(batch_size, chunk_size)`` checked; the chunk defaults to 32 batches."""
+    batch_size = check_positive_int("batch_size", batch_size)
+    chunk_size = 32 * batch_size if chunk_size is None else chunk_size
+    return batch_size, check_positive_int("chunk_size", chunk_size)
 
 
-def partial_dir(out: Path) -> Path:
-    return out.parent / f".{out.name}.partial"
-
-
-def _fingerprint(uris, settings: dict) -> dict:
-    h = hashlib.sha256()
-    for u in uris:
-        h.update(u.encode("utf-8", "surrogatepass"))
-        h.update(b"\0")
-    return {"n_images": len(uris), "images_sha256": h.hexdigest(), **settings}
-
-
-def _write_atomic(file: Path, write) -> None:
-    tmp = file.with_name(file.name + ".tmp")
-    with open(tmp, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, file)
-
-
-def embed_to_chunks(
-    uris: list[str],
-    work: Path,
-    embedder,
-    *,
-    batch_size: int,
-    chunk_size: int,
-    progress: bool = True,
-    callback=None,
-    desc: str = "embedding",
-) -> dict:
-    """Embed ``uris`` into chunk files under ``work``, skipping chunks already there.
-
-    Returns a summary: images, embedded, failed, resumed (images found done),
-    seconds, images_per_s, timings (decode wait vs model).
-    """
-    settings = {
-        "embedder": embedder.spec,
-        "batch_size": int(batch_size),
-        "chunk_size": int(chunk_size),
-    }
-    state = _fingerprint(uris, settings)
-    chunks = work / "chunks"
-    state_file = work / STATE
-    if state_file.exists():
-        with open(state_file, encoding="utf-8") as f:
-            previous = json.load(f)
-        if previous != state:
-            changed = sorted(k for k in state if previous.get(k) != state[k])
-            log.warning(
-                "the unfinished build in %s was for other inputs/settings (%s differ): "
-                "starting over",
-                work,
-                ", ".join(changed),
-            )
-            shutil.rmtree(work)
-    chunks.mkdir(parents=True, exist_ok=True)
-    if not state_file.exists():
-        _write_atomic(state_file, lambda f: f.write(json.dumps(state).encode()))
-
-    n = len(uris)
-    n_chunks = -(-n // chunk_size)
-    done = [c for c in range(n_chunks) if (chunks / f"{c:06d}.json").exists()]
-    resumed = sum(min(chunk_size, n - c * chunk_size) for c in done)
-    if done:
-        log.info(
-            "resuming the build in %s: %d of %d chunks (%d images) already embedded",
-            work,
-            len(done),
-            n_chunks,
-            resumed,
+def check_out(out: Path) -> None:
+    """Refuse, before any embedding, an ``out`` no build may write: a file, or a
+    non-empty folder that holds no catalogue (a user's data is never replaced)."""
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(
+            f"out: {str(out)!r} is a file and not a catalogue; expected a new or empty "
+            "folder, or a catalogue folder"
         )
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(
-            total=n, initial=resumed, desc=desc, unit="img", smoothing=0.1, dynamic_ncols=True
-        )
-    timings: dict = {}
-    t0 = time.perf_counter()
-    finished = resumed
-    n_failed_now = 0
-    try:
-        for c in range(n_chunks):
-            if (chunks / f"{c:06d}.json").exists():
-                continue
-            lo, hi = c * chunk_size, min(n, (c + 1) * chunk_size)
-            positions, blocks, failed = [], [], []
-            for pos, X, bad in embedder.iter_batches(
-                uris[lo:hi], batch_size=batch_size, timings=timings
-            ):
-                positions.append(pos)
-                blocks.append(X)
-                failed += [(int(p), e.reason) for p, e in bad]
-                finished += len(pos) + len(bad)
-                n_failed_now += len(bad)
-                if bar is not None:
-                    bar.update(len(pos) + len(bad))
-                    if n_failed_now:
-                        bar.set_postfix(unreadable=n_failed_now, refresh=False)
-                if callback is not None:
-                    callback(finished, n)
-            X = np.concatenate(blocks).astype(np.float32, copy=False)
-            _write_atomic(chunks / f"{c:06d}.npy", lambda f: np.save(f, X))
-            record = {"ok": np.concatenate(positions).tolist(), "failed": failed}
-            _write_atomic(chunks / f"{c:06d}.json", lambda f: f.write(json.dumps(record).encode()))
-    finally:
-        if bar is not None:
-            bar.close()
-    seconds = time.perf_counter() - t0
-    embedded_now = finished - resumed
-    return {
-        "images": n,
-        "resumed": resumed,
-        "seconds": seconds,
-        "images_per_s": embedded_now / seconds if seconds > 0 else float("nan"),
-        "timings": timings,
-        "n_chunks": n_chunks,
-    }
-
-
-def read_chunks(uris: list[str], work: Path, chunk_size: int):
-    """Yield ``(X, uris_ok, failures)`` per chunk, in order (all chunks must be done)."""
-    chunks = work / "chunks"
-    for c in range(-(-len(uris) // chunk_size)):
-        with open(chunks / f"{c:06d}.json", encoding="utf-8") as f:
-            record = json.load(f)
-        X = np.load(chunks / f"{c:06d}.npy")
-        lo = c * chunk_size
-        yield (
-            X,
-            [uris[lo + p] for p in record["ok"]],
-            [(uris[lo + p], reason) for p, reason in record["failed"]],
+    if out.is_dir() and not (out / storage.MANIFEST).exists() and any(out.iterdir()):
+        raise FileExistsError(
+            f"out: {str(out)!r} exists and is not a catalogue this build may replace: "
+            "it is a non-empty folder without a manifest.json; expected a new or empty "
+            "folder, or a catalogue folder"
         )
 
 
-def _fit_sample(uris, work, chunk_size, compressor: Compressor, n_ok: int) -> np.ndarray:
-    """The rows the compressor is fitted on: all, or a seeded uniform sample."""
-    limit = int(compressor.max_fit_samples)
-    if n_ok <= limit:
-        return np.concatenate([X for X, _, _ in read_chunks(uris, work, chunk_size)])
-    rng = np.random.default_rng(compressor.random_state)
-    keep = np.sort(rng.choice(n_ok, limit, replace=False))
-    parts, start = [], 0
-    for X, _, _ in read_chunks(uris, work, chunk_size):
-        sel = keep[(keep >= start) & (keep < start + len(X))] - start
-        parts.append(X[sel])
-        start += len(X)
-    return np.concatenate(parts)
-
-
-def write_from_chunks(
-    uris,
-    work: Path,
-    dest: Path,
-    *,
-    chunk_size: int,
-    compressor,
-    embedder_spec: dict,
-    keep_embeddings: bool,
-    extra: dict,
-) -> dict:
-    """Fit the compressor (if unfitted) and write the catalogue into ``dest``."""
-    n_ok = 0
-    n_features = None
-    for X, _, _ in read_chunks(uris, work, chunk_size):
-        n_ok += len(X)
-        n_features = X.shape[1]
-    if n_ok == 0:
-        failures = [f for _, _, fs in read_chunks(uris, work, chunk_size) for f in fs]
+def default_out(source) -> Path:
+    if not (isinstance(source, (str, os.PathLike)) and Path(source).is_dir()):
         raise ValueError(
-            f"none of the {len(uris)} images could be read; first: "
-            f"{failures[0][0]}: {failures[0][1]}"
+            "out: expected a directory to store the catalogue in (it is "
+            "only optional when source is a folder)"
         )
-    if not is_fitted(compressor):
-        compressor.fit(_fit_sample(uris, work, chunk_size, compressor, n_ok))
-    if dest.exists():
-        shutil.rmtree(dest)
-    writer = storage.CatalogueWriter(
-        dest,
-        code_dims=compressor.n_components,
-        n_features=n_features,
-        embeddings=keep_embeddings,
-        uris=True,
-    )
-    for X, ok, failed in read_chunks(uris, work, chunk_size):
-        if len(X):
-            writer.add(compressor.transform(X), X if keep_embeddings else None, ok)
-        writer.add_failed(failed)
-    return writer.finish(compressor=compressor.to_dict(), embedder=embedder_spec, extra=extra)
+    return Path(source) / ".clipbranches"
 
 
 def build_catalogue(
-    uris: list[str],
-    out: Path,
-    embedder,
+    source,
     *,
-    compressor,
-    batch_size: int,
-    chunk_size: int,
-    keep_embeddings: bool,
-    progress: bool,
-    overwrite: bool,
+    out=None,
+    model: str = "ViT-B-32",
+    pretrained: str | None = "laion2b_s34b_b79k",
+    compressor="pca",
+    batch_size: int = 64,
+    num_workers: int | None = None,
+    chunk_size: int | None = None,
+    keep_embeddings: bool = True,
+    path_column: str | None = None,
+    progress: bool = True,
+    overwrite: bool = False,
+    embedder=None,
+    device: str = "cpu",
     callback=None,
-    source_label: str = "",
+) -> tuple[Path, object, dict | None]:
+    """Build (or find built) the catalogue of ``source`` in ``out``.
+
+    Returns ``(out, embedder, summary)``; ``summary`` is None when ``out``
+    already held this catalogue. Arguments as in ``Catalogue.build``.
+    """
+    batch_size, chunk_size = check_chunking(batch_size, chunk_size)
+    out = default_out(source) if out is None else Path(out)
+    check_out(out)
+    compressor = make_compressor(compressor)
+    uris = list_images(source, path_column=path_column)
+    if not uris:
+        raise ValueError(
+            f"source: found no images in {source!r} (looked for "
+            f"{', '.join(sorted(IMAGE_EXTENSIONS))})"
+        )
+    if embedder is None:
+        embedder = ClipEmbedder(
+            model, pretrained, device=device, batch_size=batch_size, num_workers=num_workers
+        )
+    label = str(source) if isinstance(source, (str, os.PathLike)) else type(source).__name__
+    with output_lock(out):
+        if (out / storage.MANIFEST).exists() and not overwrite:
+            _check_same_model(out, embedder.spec)
+            log.info(
+                "%s is already built: opening it (overwrite=True rebuilds; "
+                "append() adds new images)",
+                out,
+            )
+            shutil.rmtree(partial_dir(out), ignore_errors=True)
+            return out, embedder, None
+        summary = _build_locked(
+            uris,
+            out,
+            embedder,
+            compressor=compressor,
+            batch_size=batch_size,
+            chunk_size=chunk_size,
+            keep_embeddings=keep_embeddings,
+            progress=progress,
+            overwrite=overwrite,
+            callback=callback,
+            source_label=label,
+        )
+    return out, embedder, summary
+
+
+def _check_same_model(out: Path, spec: dict) -> None:
+    manifest = storage.read_manifest(out)
+    if manifest.get("embedder") != spec:
+        raise FileExistsError(
+            f"out: {str(out)!r} holds a catalogue built with {manifest.get('embedder')}, "
+            f"not {spec}; pass overwrite=True to rebuild it, or another out"
+        )
+
+
+def _build_locked(
+    uris, out, embedder, *, compressor, keep_embeddings, overwrite, source_label, chunk_size, **kw
 ) -> dict:
-    """Build the catalogue of ``uris`` into ``out`` (see the module docstring)."""
     work = partial_dir(out)
-    summary = embed_to_chunks(
-        uris,
-        work,
-        embedder,
-        batch_size=batch_size,
-        chunk_size=chunk_size,
-        progress=progress,
-        callback=callback,
-    )
+    summary = embed_to_chunks(uris, work, embedder, chunk_size=chunk_size, **kw)
     manifest = write_from_chunks(
         uris,
         work,
@@ -265,7 +148,7 @@ def build_catalogue(
         keep_embeddings=keep_embeddings,
         extra={"source": source_label},
     )
-    _commit(work / "catalogue", out, overwrite=overwrite)
+    commit(work / "catalogue", out, overwrite=overwrite)
     shutil.rmtree(work, ignore_errors=True)
     failures = storage.read_failed(out)
     summary.update(items=manifest["counts"]["items"], failed=len(failures))
@@ -289,22 +172,16 @@ def build_catalogue(
     return summary
 
 
-def _commit(ready: Path, out: Path, *, overwrite: bool) -> None:
-    """Move a finished catalogue into place with renames only."""
-    old = None
+def commit(ready: Path, out: Path, *, overwrite: bool) -> None:
+    """Move a finished catalogue into place with renames only (hold ``out``'s lock)."""
     if out.exists():
         if overwrite and (out / storage.MANIFEST).exists():
-            old = out.parent / f".{out.name}.old"
-            if old.exists():
-                shutil.rmtree(old)
-            os.replace(out, old)
+            pass  # replace_dir swaps the old catalogue out
         elif out.is_dir() and not any(out.iterdir()):
             out.rmdir()
         else:
             raise FileExistsError(
                 f"out: {str(out)!r} exists and is not a catalogue this build may replace"
             )
-    os.replace(ready, out)
-    storage._fsync_dir(out.parent)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    replace_dir(ready, out)
+    storage.fsync_dir(out.parent)

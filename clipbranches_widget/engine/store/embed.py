@@ -17,6 +17,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
+from tqdm.auto import tqdm
+
+from .._validation import check_positive_int
+from .torch_compat import ensure_torchvision
+from .uris import read_bytes
 
 __all__ = ["ClipEmbedder", "ImageReadError", "TINY_MODEL", "load_image", "register_tiny_model"]
 
@@ -25,7 +31,6 @@ log = logging.getLogger(__name__)
 TINY_MODEL = "clipbranches-tiny"
 _TINY_CONFIG = Path(__file__).with_name("model_configs") / f"{TINY_MODEL}.json"
 _CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
-URL_TIMEOUT_S = 20
 
 
 class ImageReadError(OSError):
@@ -40,8 +45,6 @@ class ImageReadError(OSError):
 def import_open_clip():
     """open_clip, importable beside a CPU-only torch; a clear error without it."""
     try:
-        from .torch_compat import ensure_torchvision
-
         ensure_torchvision()
         import open_clip
     except ImportError as exc:
@@ -71,21 +74,16 @@ def load_image(image):
     Raises ``ImageReadError`` (naming the image) for anything unreadable,
     including truncated files: every pixel is decoded here.
     """
-    from PIL import Image, UnidentifiedImageError
-
     if isinstance(image, Image.Image):
         return image.convert("RGB")
     uri = os.fspath(image) if isinstance(image, os.PathLike) else image
     try:
         if isinstance(uri, (bytes, bytearray)):
             fh, uri = io.BytesIO(uri), "<bytes>"
-        elif isinstance(uri, str) and uri.startswith(("http://", "https://")):
-            import urllib.request
-
-            with urllib.request.urlopen(uri, timeout=URL_TIMEOUT_S) as response:
-                fh = io.BytesIO(response.read())
         elif isinstance(uri, str):
-            fh = open(uri, "rb")
+            # one reader with size, type and time limits: a FIFO or an endless
+            # device is refused, a slow server cut off (see uris.py)
+            fh = io.BytesIO(read_bytes(uri))
         else:
             raise ImageReadError(
                 uri, f"expected a path, URL, bytes or PIL image, got {type(image).__name__}"
@@ -149,11 +147,11 @@ class ClipEmbedder:
             raise ValueError(
                 f"pretrained: expected a tag, a checkpoint path or None, got {pretrained!r}"
             )
-        _check_positive("batch_size", batch_size)
+        check_positive_int("batch_size", batch_size)
         if num_workers is not None:
-            _check_positive("num_workers", num_workers)
+            check_positive_int("num_workers", num_workers)
         if threads is not None:
-            _check_positive("threads", threads)
+            check_positive_int("threads", threads)
         self.model = model
         self.pretrained = None if pretrained is None else os.fspath(pretrained)
         self.device = device
@@ -197,7 +195,7 @@ class ClipEmbedder:
                     self.model, pretrained=pretrained, device=self.device
                 )
         except Exception as exc:
-            raise self._load_error(exc) from exc
+            raise _load_error(self.model, self.pretrained, exc) from exc
         model.eval()
         self.model_ = model
         self.preprocess_ = preprocess
@@ -241,29 +239,6 @@ class ClipEmbedder:
             )
         return p
 
-    def _load_error(self, exc: Exception) -> Exception:
-        p = self.pretrained
-        what = f"ClipEmbedder({self.model!r}, pretrained={p!r})"
-        if p is not None and os.path.isfile(p):
-            return ValueError(
-                f"{what}: could not load the checkpoint file ({type(exc).__name__}: "
-                f"{exc}); expected open_clip weights for model {self.model!r}"
-            )
-        offline = any(
-            os.environ.get(v, "") not in ("", "0")
-            for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
-        )
-        return RuntimeError(
-            f"{what}: could not get the weights ({type(exc).__name__}: {exc}). "
-            + (
-                "HF_HUB_OFFLINE is set, so nothing is downloaded: "
-                if offline
-                else "They are downloaded from the Hugging Face hub on first use: "
-            )
-            + "run once with network access to cache them, or pass pretrained=<path to a "
-            "local checkpoint file>, or pretrained=None for random weights (tests only)"
-        )
-
     # --- text ---
     def embed_text(self, texts, *, batch_size: int | None = None) -> np.ndarray:
         """(n, d) float32 L2-normalised embeddings of a list of strings."""
@@ -275,7 +250,7 @@ class ClipEmbedder:
         if not all(isinstance(t, str) for t in texts):
             bad = next(t for t in texts if not isinstance(t, str))
             raise TypeError(f"texts: expected strings, got {type(bad).__name__}")
-        bs = self.batch_size if batch_size is None else _check_positive("batch_size", batch_size)
+        bs = self.batch_size if batch_size is None else check_positive_int("batch_size", batch_size)
         out = []
         with torch.inference_mode():
             for s in range(0, len(texts), bs):
@@ -346,7 +321,7 @@ class ClipEmbedder:
         """
         import torch
 
-        bs = self.batch_size if batch_size is None else _check_positive("batch_size", batch_size)
+        bs = self.batch_size if batch_size is None else check_positive_int("batch_size", batch_size)
         images = list(images)
         workers = self.num_workers or min(8, os.cpu_count() or 1)
         timings = {} if timings is None else timings
@@ -410,15 +385,30 @@ class ClipEmbedder:
         )
 
 
-def _check_positive(name, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name}: expected a positive integer, got {value!r}")
-    return int(value)
+def _load_error(model: str, p: str | None, exc: Exception) -> Exception:
+    """The error to raise when open_clip could not create ``model`` with weights ``p``."""
+    what = f"ClipEmbedder({model!r}, pretrained={p!r})"
+    if p is not None and os.path.isfile(p):
+        return ValueError(
+            f"{what}: could not load the checkpoint file ({type(exc).__name__}: "
+            f"{exc}); expected open_clip weights for model {model!r}"
+        )
+    offline = any(
+        os.environ.get(v, "") not in ("", "0") for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
+    return RuntimeError(
+        f"{what}: could not get the weights ({type(exc).__name__}: {exc}). "
+        + (
+            "HF_HUB_OFFLINE is set, so nothing is downloaded: "
+            if offline
+            else "They are downloaded from the Hugging Face hub on first use: "
+        )
+        + "run once with network access to cache them, or pass pretrained=<path to a "
+        "local checkpoint file>, or pretrained=None for random weights (tests only)"
+    )
 
 
 def _progress_bar(total: int, enabled: bool, desc: str):
     if not enabled:
         return None
-    from tqdm.auto import tqdm
-
     return tqdm(total=total, desc=desc, unit="img", smoothing=0.1)

@@ -16,10 +16,16 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from .._validation import check_embeddings, describe
 
-__all__ = ["read_clip_retrieval", "read_embedding_shards"]
+__all__ = [
+    "clip_retrieval_items",
+    "embedder_spec_of",
+    "read_clip_retrieval",
+    "read_embedding_shards",
+]
 
 _NUMBER = re.compile(r"(\d+)(?=\.[^.]+$)")
 
@@ -69,8 +75,6 @@ def read_clip_retrieval(folder, *, embeddings: str = "img_emb", metadata: str = 
     ``metadata/``; metadata shard k must have as many rows as embedding
     shard k.
     """
-    import pandas as pd
-
     folder = Path(folder)
     emb_dir = folder / embeddings
     if not emb_dir.is_dir():
@@ -104,3 +108,36 @@ def read_clip_retrieval(folder, *, embeddings: str = "img_emb", metadata: str = 
             )
         frames.append(df)
     return X, pd.concat(frames, ignore_index=True)
+
+
+URI_COLUMNS = ("url", "image_path", "uri", "path")
+
+
+def clip_retrieval_items(folder, *, uri_column: str | None = None):
+    """``(X, uris or None, metadata or None)`` of a clip-retrieval output folder.
+
+    ``uri_column``: the metadata column of the URIs (default: the first of
+    "url", "image_path", "uri", "path" present).
+    """
+    X, meta = read_clip_retrieval(folder)
+    if meta is None:
+        return X, None, None
+    if uri_column is not None and uri_column not in meta.columns:
+        raise ValueError(
+            f"uri_column: {uri_column!r} is not a metadata column; got {list(meta.columns)}"
+        )
+    col = uri_column or next((c for c in URI_COLUMNS if c in meta.columns), None)
+    uris = None if col is None else meta[col].astype(str).to_numpy(object)
+    return X, uris, meta
+
+
+def embedder_spec_of(model: str | None, pretrained: str | None) -> dict | None:
+    """The embedder spec of precomputed embeddings' model (None: no text queries)."""
+    if model is None:
+        return None
+    if pretrained is None:
+        raise ValueError(
+            f"pretrained: expected the tag or checkpoint of {model!r} that "
+            "made these embeddings (random weights would not match them)"
+        )
+    return {"model": model, "pretrained": pretrained, "seed": 0}

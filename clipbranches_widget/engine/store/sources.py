@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
+
+import pandas as pd
 
 __all__ = ["IMAGE_EXTENSIONS", "list_images"]
 
@@ -20,6 +23,8 @@ PATH_COLUMNS = (
     "filename",
 )
 _TABLE_SUFFIXES = (".csv", ".parquet", ".pq", ".tsv")
+
+log = logging.getLogger(__name__)
 
 
 def list_images(source, *, path_column: str | None = None) -> list[str]:
@@ -61,16 +66,43 @@ def list_images(source, *, path_column: str | None = None) -> list[str]:
 
 
 def _folder(root: Path) -> list[str]:
+    """Regular image files below ``root``: a FIFO, socket or device named x.jpg is
+    skipped (reading it would hang or never end)."""
     found = []
-    # resolve the root once (not every file: a million extra syscalls on big folders)
-    for dirpath, dirnames, filenames in os.walk(root.resolve()):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        found.extend(
-            os.path.join(dirpath, f)
-            for f in filenames
-            if not f.startswith(".") and os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS
-        )
+    # resolve the root once (not every file: a million extra syscalls on big folders);
+    # scandir's entry types come with the listing, so checking them costs no syscall
+    stack = [str(root.resolve())]
+    while stack:
+        folder = stack.pop()
+        try:
+            entries = list(os.scandir(folder))
+        except OSError as exc:  # like os.walk: an unreadable folder is skipped
+            log.warning("source: skipping the folder %r: %s", folder, exc)
+            continue
+        for e in entries:
+            if e.name.startswith("."):
+                continue
+            if e.is_dir(follow_symlinks=False):
+                stack.append(e.path)
+            elif os.path.splitext(e.name)[1].lower() in IMAGE_EXTENSIONS:
+                if e.is_file():
+                    found.append(_check_utf8(e.path))
+                else:
+                    log.warning("source: skipping %r: not a regular file", e.path)
     return sorted(found)
+
+
+def _check_utf8(path: str) -> str:
+    """``path``, or a ValueError naming it when it is not UTF-8 (catalogue URIs are
+    UTF-8 text; failing here, before embedding, costs nothing)."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(
+            f"source: the file name {os.fsencode(path)!r} is not valid UTF-8; expected "
+            "UTF-8 file names (catalogue URIs are text): rename the file"
+        ) from None
+    return path
 
 
 def _is_dataframe(obj) -> bool:
@@ -78,8 +110,6 @@ def _is_dataframe(obj) -> bool:
 
 
 def _read_table(path: Path):
-    import pandas as pd
-
     suffix = path.suffix.lower()
     if suffix in (".parquet", ".pq"):
         return pd.read_parquet(path)
@@ -112,6 +142,9 @@ def _table(df, path_column, base) -> list[str]:
 
 def _normalise(uri, base) -> str:
     uri = os.fspath(uri)
+    if isinstance(uri, bytes):
+        uri = os.fsdecode(uri)
+    _check_utf8(uri)
     if uri.startswith(("http://", "https://")):
         return uri
     p = Path(uri)

@@ -8,7 +8,8 @@ are pure Python, so defining the two operator schemas that the import
 registers fake kernels for is enough. Where torchvision imports natively
 (matching wheels, conda, a source build) nothing here changes anything.
 
-Never imported at package import time: only the CLIP embedder calls it.
+Imported by the CLIP embedder's module, but torch and torchvision only when
+the embedder calls ``ensure_torchvision``.
 """
 
 from __future__ import annotations

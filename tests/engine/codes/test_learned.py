@@ -13,8 +13,8 @@ from sklearn.exceptions import NotFittedError
 from clipbranches_widget import Catalogue, Session
 from clipbranches_widget.engine.codes import quantize as q8
 from clipbranches_widget.engine.codes.learned import LearnedCompressor
-from clipbranches_widget.engine.codes.pca import (
-    Compressor,
+from clipbranches_widget.engine.codes.pca import Compressor
+from clipbranches_widget.engine.codes.registry import (
     compressor_from_dict,
     is_fitted,
     load_compressor,
@@ -296,13 +296,19 @@ def test_package_import_and_learned_inference_do_not_import_torch(fitted, data, 
     np.save(tmp_path / "codes.npy", fitted.transform(data[0][:5]))
     code = (
         "import sys, numpy as np, clipbranches_widget; "
-        "from clipbranches_widget.engine.codes.pca import load_compressor; "
+        "from clipbranches_widget.engine.codes.registry import load_compressor; "
         f"c = load_compressor({str(path)!r}); "
         f"X = np.load({str(tmp_path / 'X.npy')!r}); "
         f"assert (c.transform(X) == np.load({str(tmp_path / 'codes.npy')!r})).all(); "
         "assert 'torch' not in sys.modules, 'torch imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_fit_without_torch_names_the_learned_extra(data, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` now raises ImportError
+    with pytest.raises(ImportError, match=r"clipbranches-widget\[learned\]"):
+        LearnedCompressor(**SMALL).fit(data[0])
 
 
 def test_session_ranks_a_text_query_through_the_text_head(tmp_path):

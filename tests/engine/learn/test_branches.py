@@ -108,8 +108,13 @@ def test_errors_name_what_was_expected():
     X = np.zeros((10, 32), np.uint8)
     with pytest.raises(ValueError, match="at least one positive label.*got 0 positives"):
         DecisionBranchesClassifier().fit(X, np.zeros(10))
+    # floats are binned now (issue 15), but must still be finite, and a model
+    # fitted on uint8 codes still refuses anything else at predict time
+    with pytest.raises(ValueError, match="NaN"):
+        DecisionBranchesClassifier().fit(np.full((10, 32), np.nan), np.r_[np.ones(5), np.zeros(5)])
+    fitted = DecisionBranchesClassifier(random_state=0).fit(X, np.r_[np.ones(5), np.zeros(5)])
     with pytest.raises(TypeError, match="uint8.*got float64"):
-        DecisionBranchesClassifier().fit(X.astype(float), np.ones(10))
+        fitted.predict(X.astype(float))
     with pytest.raises(ValueError, match="expected a 1-D array of 10 labels"):
         DecisionBranchesClassifier().fit(X, np.ones(9))
     with pytest.raises(ValueError, match="binary labels"):

@@ -10,6 +10,7 @@ from clipbranches_widget.engine.boxes import Boxes
 from clipbranches_widget.engine.codes.pca import Compressor
 from clipbranches_widget.engine.learn.branches import DecisionBranchesClassifier
 from clipbranches_widget.engine.search import index as index_mod
+from clipbranches_widget.engine.search import index_build, index_kernels
 from clipbranches_widget.engine.search.index import BoxIndex, _design_slots
 from clipbranches_widget.engine.search.scan import scan
 from clipbranches_widget.engine.store.catalogue import Catalogue
@@ -136,8 +137,8 @@ def test_small_and_odd_sizes(rng, n):
 
 
 def test_size_not_multiple_of_build_chunk_and_groups(rng, monkeypatch):
-    monkeypatch.setattr(index_mod, "_BUILD_CHUNK", 1000)
-    monkeypatch.setattr(index_mod, "_DIRECT_BYTES", 0)  # the two-level sort
+    monkeypatch.setattr(index_build, "_BUILD_CHUNK", 1000)
+    monkeypatch.setattr(index_build, "_DIRECT_BYTES", 0)  # the two-level sort
     monkeypatch.setattr(index_mod, "_RUN", 7)  # many split runs
     monkeypatch.setattr(BoxIndex, "parallel_min", 0)  # the parallel kernels
     codes = rng.integers(0, 256, (5_321, 32), dtype=np.uint8)
@@ -153,12 +154,12 @@ def test_size_not_multiple_of_build_chunk_and_groups(rng, monkeypatch):
 
 @pytest.mark.parametrize("two_level", [False, True])
 def test_order_sorts_by_cell(monkeypatch, two_level):
-    monkeypatch.setattr(index_mod, "_DIRECT_BYTES", 0 if two_level else 1 << 40)
+    monkeypatch.setattr(index_build, "_DIRECT_BYTES", 0 if two_level else 1 << 40)
     rng = np.random.default_rng(5)
     codes = rng.integers(0, 256, (20_000, 32), dtype=np.uint8)
     # ~1700 cells: more than the 256 first-level buckets, so both sort levels run
     idx = BoxIndex.build(codes, subsets=[(1, 4, 9)], block_size=10, progress=False)
-    assert idx.cell_ptr[1] - 1 > 4 * index_mod._BUCKETS
+    assert idx.cell_ptr[1] - 1 > 4 * index_build._BUCKETS
     k = 3
     keys = sum(
         idx.slots[0, t, codes[:, j]].astype(np.int64) * idx.strides[0, t]
@@ -182,7 +183,7 @@ def test_design_slots_balanced_and_monotone():
 
 
 def test_plan_box_twin():
-    """_plan_box against plain numpy: ids in full cells are inside, no cell is missed."""
+    """plan_box against plain numpy: ids in full cells are inside, no cell is missed."""
     rng = np.random.default_rng(9)
     codes = rng.integers(0, 256, (2_000, 32), dtype=np.uint8)
     idx = BoxIndex.build(codes, subsets=[(2, 5)], block_size=5, progress=False)
@@ -255,7 +256,7 @@ def test_on_disk_round_trip_and_catalogue(tmp_path, rng):
     np.testing.assert_array_equal(np.asarray(again.order), mem.order)
     np.testing.assert_array_equal(np.asarray(again.offsets), mem.offsets)
     assert again.nbytes == mem.nbytes and again.subsets == mem.subsets
-    cat.index = again
+    cat.use_index(again)
     boxes = subset_boxes(rng, 10, width=(20, 160))
     res = cat.search_boxes(boxes)
     ref = scan(codes, boxes)
@@ -279,7 +280,7 @@ def test_interrupted_build_is_not_complete(tmp_path, rng, monkeypatch):
     def boom(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(BoxIndex, "_fill", staticmethod(boom))
+    monkeypatch.setattr(index_build, "_fill", boom)
     with pytest.raises(KeyboardInterrupt):
         BoxIndex.build(codes, target, progress=False)
     assert not target.exists()
@@ -344,9 +345,9 @@ def test_serial_and_parallel_kernels_do_not_share_a_cache_entry(clustered_index)
     boxes = subset_boxes(np.random.default_rng(3), 4, width=(20, 60))
     idx.search(boxes, path="index")  # compiles (or loads) the kernels in use
     pairs = [
-        (index_mod._collect, index_mod._collect_serial),
-        (index_mod._nonzero_counts, index_mod._nonzero_counts_serial),
-        (index_mod._nonzero_gather, index_mod._nonzero_gather_serial),
+        (index_kernels.collect, index_kernels.collect_serial),
+        (index_kernels.nonzero_counts, index_kernels.nonzero_counts_serial),
+        (index_kernels.nonzero_gather, index_kernels.nonzero_gather_serial),
     ]
     for par, ser in pairs:
         assert par.targetoptions.get("parallel") and not ser.targetoptions.get("parallel")

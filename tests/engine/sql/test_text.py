@@ -1,6 +1,8 @@
 """SQL export of decision-branches models: text, round trip, sessions, Parquet layout."""
 
+import ast
 import json
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -8,6 +10,7 @@ import pytest
 
 from clipbranches_widget import Catalogue, Session
 from clipbranches_widget.engine.boxes import Boxes
+from clipbranches_widget.engine.sql import query
 from clipbranches_widget.engine.sql.parquet import code_columns, read_parquet_codes, write_parquet
 from clipbranches_widget.engine.sql.text import (
     boxes_from_sql,
@@ -246,3 +249,68 @@ def test_boxes_to_sql_is_the_function():
     boxes = Boxes.from_bounds([{2: (1, 2)}])
     assert boxes.to_sql("t", dialect="spark") == boxes_to_sql(boxes, "t", dialect="spark")
     assert boxes_from_sql(boxes.to_sql()) == boxes
+
+
+# --- hostile SQL (issue 16) ---
+
+
+def test_from_sql_refuses_a_second_statement():
+    sql = Boxes.from_bounds([{0: (1, 2)}]).to_sql()
+    for tail in (";\nDROP TABLE catalogue", "; SELECT 1", ";;DELETE FROM t"):
+        with pytest.raises(ValueError, match="one SQL statement.*after ';'"):
+            Boxes.from_sql(sql + tail)
+        with pytest.raises(ValueError, match="one SQL statement"):
+            boxes_from_sql(sql + tail)
+    # one statement with its terminator, and comments after it, still parse
+    assert Boxes.from_sql(sql + ";\n-- the end\n") == Boxes.from_sql(sql)
+    assert Boxes.from_sql(sql + ";;") == Boxes.from_sql(sql)
+
+
+def _with_labels(text, labels_json):
+    lines = text.splitlines(keepends=True)
+    i = next(k for k, line in enumerate(lines) if line.startswith("-- labels:"))
+    lines[i] = f"-- labels: {labels_json}\n"
+    return "".join(lines)
+
+
+@pytest.mark.parametrize(
+    "labels_json, match",
+    [
+        ('{"5": 1.5}', "must be 1 or -1"),
+        ('{"5": 0}', "must be 1 or -1"),
+        ('{"5": true}', "must be 1 or -1"),
+        ('{"5": "1"}', "must be 1 or -1"),
+        ('{"-3": 1}', "non-negative integers"),
+        ('{"1_0": 1}', "non-negative integers"),
+        ('{" 7": -1}', "non-negative integers"),
+        ('{"x": 1}', "non-negative integers"),
+        ("[1, 2]", "JSON object"),
+        ('{"5": 1', "not valid JSON"),
+    ],
+)
+def test_session_from_sql_validates_labels(rng, labels_json, match):
+    _, s = small_session(rng, n=600)
+    text = session_to_sql(s, "photos")
+    assert session_from_sql(text)["labels"] == s.labels
+    with pytest.raises(ValueError, match=match):
+        session_from_sql(_with_labels(text, labels_json))
+
+
+def test_session_from_sql_validates_the_header(rng):
+    _, s = small_session(rng, n=600)
+    text = session_to_sql(s, "photos")
+    head = text.splitlines()[0]
+    for bad in ('{"n_items": -1}', '{"rounds": 1.5}', '"text"', "{"):
+        with pytest.raises(ValueError, match="session_from_sql"):
+            session_from_sql(text.replace(head, f"-- clipbranches-session: {bad}"))
+    with pytest.raises(TypeError, match="SQL text"):
+        session_from_sql(b"SELECT 1")
+
+
+def test_sql_writer_does_not_import_the_model():
+    """boxes.py imports sql/query.py, sql/text.py imports boxes.py: no cycle,
+    so query.py must stay free of engine imports."""
+    tree = ast.parse(Path(query.__file__).read_text())
+    imported = [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+    assert all(m in ("__future__",) or not m.startswith(".") for m in imported if m)
+    assert not [n for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level > 0]

@@ -128,7 +128,7 @@ def test_interrupted_build_resumes_and_equals_a_clean_build(photos, tmp_path, em
     with pytest.raises(FileNotFoundError, match="no manifest.json; an unfinished build.*resume"):
         Catalogue.open(out)
     seen = []
-    caplog.set_level("INFO", logger="clipbranches_widget.engine.store.build")
+    caplog.set_level("INFO", logger="clipbranches_widget.engine.store")
     resumed = build(root, out, embedder, callback=lambda d, t: seen.append(d))
     assert "2 of 4 chunks (16 images) already embedded" in caplog.text
     assert seen == [20, 24, 25]  # only the batches of the two missing chunks ran

@@ -1,0 +1,86 @@
+"""The query side of a ``Catalogue``: its identity, the k-NN seeder and the
+whole-catalogue search, which a ``search.searcher.Searcher`` answers by index
+or scan. A mixin, so the class in ``catalogue.py`` stays readable whole.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import numpy as np
+
+from ..search.fingerprint import fingerprint
+from ..search.index import BoxIndex
+from ..search.result import ScanResult
+from ..search.searcher import Searcher
+from ..search.seed import KnnSeeder
+from ..sql.parquet import write_parquet
+
+__all__ = ["SearchMixin"]
+
+
+class SearchMixin:
+    """Seeding, identity and box search of a catalogue (``Catalogue`` sets
+    ``codes``, ``embeddings``, ``compressor``, ``manifest``, ``_searcher``,
+    ``_seeder``, ``_uuid`` and ``_fingerprint``)."""
+
+    @property
+    def seeder(self) -> KnnSeeder:
+        if self._seeder is None:
+            X = (
+                np.asarray(self.embeddings, np.float32)
+                if self.embeddings is not None
+                else self.compressor.inverse_transform(self.codes)
+            )
+            self._seeder = KnnSeeder().fit(X)
+        return self._seeder
+
+    def vector(self, ids) -> np.ndarray:
+        """Embeddings of items (decoded from codes when none are kept)."""
+        ids = self.check_ids(ids)
+        if self.embeddings is not None:
+            return np.asarray(self.embeddings[ids], np.float32)
+        return self.compressor.inverse_transform(self.codes[ids])
+
+    @property
+    def identity(self) -> dict:
+        """``{"uuid", "fingerprint"}``: which catalogue this is (kept by appends) and
+        a hash of every code row. Sessions and indexes check it; stored in the manifest."""
+        stored = (self.manifest or {}).get("identity") or {}
+        if self._uuid is None:
+            self._uuid = stored.get("uuid") or uuid.uuid4().hex
+        if self._fingerprint is None:
+            self._fingerprint = stored.get("fingerprint") or fingerprint(self.codes)
+        return {"uuid": self._uuid, "fingerprint": self._fingerprint}
+
+    # --- whole-catalogue search: the searcher chooses index or scan ---
+    @property
+    def searcher(self) -> Searcher:
+        return self._searcher
+
+    @property
+    def index(self):
+        """The ``BoxIndex`` searches use, or None (set it with ``use_index``)."""
+        return self._searcher.index
+
+    def use_index(self, index) -> None:
+        """Search through ``index`` (it must be built on exactly these codes)."""
+        self._searcher.use_index(index)
+
+    def build_index(self, path=None, **kwargs) -> BoxIndex:
+        """Build (or reopen) the box index of this catalogue and search through it.
+
+        ``path`` and ``kwargs`` as in ``BoxIndex.build`` (default path:
+        ``<catalogue>/index`` on disk, in memory otherwise)."""
+        index = BoxIndex.build(self, path, **kwargs)
+        self.use_index(index)
+        return index
+
+    def search_boxes(self, boxes, *, n_jobs=None) -> ScanResult:
+        """All items in at least one box, with votes (index when used, else scan)."""
+        return self._searcher.search(boxes, n_jobs=n_jobs)
+
+    def to_parquet(self, path, **kwargs):
+        """Write the catalogue as Parquet (``id``, ``uri``, ``c0`` .. ``c31``): the
+        layout ``Boxes.to_sql`` queries. See ``engine.sql.parquet.write_parquet``."""
+        return write_parquet(self, path, **kwargs)

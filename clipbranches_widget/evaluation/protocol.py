@@ -1,0 +1,300 @@
+"""The simulated user's protocol: metrics, k-NN curves, learners, rounds.
+
+For a labelled data set (embeddings + class labels), each class in turn is the
+concept a user searches for. A simulated user starts from the k nearest
+neighbours of a query (a class-text embedding when one is given, otherwise one
+example item of the class), labels the shown page with the ground truth
+(+1 / -1) as they would by clicking, refines through ``Session``, and labels
+the next shown page (the first unlabelled items of the refined ranking) for a
+few rounds. At every round each learner is fitted on *the same labels* (and
+the same background negatives and codes) and judged on the complete set it
+returns: precision, recall and F1 against the class, next to plain k-NN of
+the query with k = that set's size and with k = the true class size.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.neighbors import KNeighborsClassifier
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from ..engine.learn.branches import DecisionBranchesClassifier
+from ..engine.search.scan import scan
+from ..engine.store.catalogue import Catalogue
+from ..engine.subsets import default_feature_subsets
+from ..session import Session
+from .datasets import LabelledSet
+
+__all__ = [
+    "Learner",
+    "default_learners",
+    "fit_result_set",
+    "knn_curve",
+    "knn_prf",
+    "prf",
+    "simulate",
+]
+
+
+def prf(found, truth) -> tuple[float, float, float]:
+    """Precision, recall, F1 of the item ids ``found`` against a boolean mask.
+
+    An empty set has precision 0 (nothing useful was returned).
+    """
+    truth = np.asarray(truth, bool)
+    found = np.asarray(found, np.int64)
+    tp = int(truth[found].sum()) if found.size else 0
+    p = tp / found.size if found.size else 0.0
+    r = tp / max(int(truth.sum()), 1)
+    f = 2 * p * r / (p + r) if p + r > 0 else 0.0
+    return p, r, f
+
+
+def knn_curve(X, query, truth):
+    """k-NN of ``query`` at every k: ``(order, tp)`` with ``tp[k]`` = true
+    positives among the first k (``tp[0] = 0``). Exact inner product."""
+    s = X @ np.asarray(query, np.float32)
+    order = np.lexsort((np.arange(s.size), -s.astype(np.float64)))
+    tp = np.concatenate([[0], np.cumsum(np.asarray(truth, bool)[order])])
+    return order, tp
+
+
+def knn_prf(tp, k: int, n_true: int) -> tuple[float, float, float]:
+    k = int(min(k, tp.size - 1))
+    if k <= 0:
+        return 0.0, 0.0, 0.0
+    p, r = tp[k] / k, tp[k] / max(n_true, 1)
+    return p, r, (2 * p * r / (p + r) if p + r > 0 else 0.0)
+
+
+# --------------------------------------------------------------------------- learners
+
+
+@dataclass(frozen=True)
+class Learner:
+    """A way to turn the user's labels into a result set over the catalogue.
+
+    ``kind``: "branches" (DecisionBranchesClassifier with ``params``), or
+    "logreg", "forest", "nn1" (scikit-learn on the dequantised codes: the
+    same 32 numbers per item), or "labels" (just the labelled positives: the
+    floor any learner must clear, since every metric counts them). All are
+    fitted on the session's training set:
+    the labels plus ``n_background`` random unlabelled items as negatives of
+    weight ``background_weight``. ``min_pts="design"``: DESIGN.md's
+    min(50, 1.5 x #positives) window.
+    """
+
+    name: str
+    kind: str = "branches"
+    params: dict = field(default_factory=dict)
+    n_background: int = 1000
+    background_weight: float = 0.5
+
+    @property
+    def is_default(self) -> bool:
+        return (
+            self.kind == "branches"
+            and not self.params
+            and self.n_background == 1000
+            and self.background_weight == 0.5
+        )
+
+
+def default_learners(quick: bool = False) -> list[Learner]:
+    """Our default, the alternatives of issue 7, and what a user would pick instead."""
+    if quick:
+        return [
+            Learner("branches"),
+            Learner(
+                "branches 4-d only",
+                params={"feature_subsets": default_feature_subsets(32, sizes=((104, 4),))},
+            ),
+            Learner("logistic regression", "logreg"),
+            Learner("1-NN classifier", "nn1"),
+        ]
+    return [
+        Learner("branches"),
+        Learner(
+            "branches 4-d only",
+            params={"feature_subsets": default_feature_subsets(32, sizes=((104, 4),))},
+        ),
+        Learner(
+            "branches 8-d only",
+            params={"feature_subsets": default_feature_subsets(32, sizes=((104, 8),))},
+        ),
+        Learner("branches max_boxes=10", params={"max_boxes": 10}),
+        Learner("branches margin=2.0", params={"margin": 2.0}),
+        Learner("branches margin=3.0", params={"margin": 3.0}),
+        Learner("branches min_pts=DESIGN", params={"min_pts": "design"}),
+        Learner("branches bg weight=1.0", background_weight=1.0),
+        Learner("branches n_background=300", n_background=300),
+        # the two single changes that raised precision, together
+        Learner(
+            "branches 8-d only + bg weight=1.0",
+            background_weight=1.0,
+            params={"feature_subsets": default_feature_subsets(32, sizes=((104, 8),))},
+        ),
+        Learner("logistic regression", "logreg"),
+        Learner("random forest", "forest"),
+        Learner("1-NN classifier", "nn1"),
+        Learner("labelled positives only", "labels"),
+    ]
+
+
+def fit_result_set(
+    learner: Learner, catalogue: Catalogue, labels: dict, *, seed: int, round_: int, features=None
+) -> np.ndarray:
+    """Ids of every catalogue item ``learner`` accepts after fitting on ``labels``."""
+    s = Session(
+        catalogue,
+        n_background=learner.n_background,
+        background_weight=learner.background_weight,
+        random_state=seed,
+        n_jobs=1,
+    )
+    if learner.kind == "labels":  # the floor: the user's own clicks, nothing learned
+        return np.sort(np.array([i for i, v in labels.items() if v > 0], np.int64))
+    s.set_labels(labels)
+    ids, y, w = s.training_set()
+    rs = seed + round_
+    if learner.kind == "branches":
+        params = dict(learner.params)
+        if params.get("min_pts") == "design":
+            params["min_pts"] = int(min(50, np.ceil(1.5 * int(y.sum()))))
+        model = DecisionBranchesClassifier(random_state=rs, n_jobs=1, **params)
+        model.fit(catalogue.codes[ids], y, sample_weight=w)
+        return scan(catalogue.codes, model.boxes_, n_jobs=1).ids
+    F = catalogue.compressor.dequantize(catalogue.codes) if features is None else features
+    if learner.kind == "logreg":
+        # standardised features: lbfgs converges in a few iterations
+        model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000, **learner.params))
+        model.fit(F[ids], y, logisticregression__sample_weight=w)
+    elif learner.kind == "forest":
+        model = RandomForestClassifier(
+            **{"n_estimators": 50, "n_jobs": 1, "random_state": rs, **learner.params}
+        )
+        model.fit(F[ids], y, sample_weight=w)
+    elif learner.kind == "nn1":
+        model = KNeighborsClassifier(n_neighbors=1, algorithm="brute").fit(F[ids], y)
+    else:
+        raise ValueError(
+            f"learner {learner.name!r}: unknown kind {learner.kind!r}; expected "
+            "'branches', 'logreg', 'forest', 'nn1' or 'labels'"
+        )
+    return np.flatnonzero(model.predict(F) == 1)
+
+
+# --------------------------------------------------------------------------- the user
+
+
+def simulate(
+    data: LabelledSet,
+    catalogue: Catalogue,
+    cls: int,
+    seed: int,
+    *,
+    learners,
+    rounds: int = 5,
+    page_size: int = 60,
+    k: int = 60,
+    codes: str = "pca",
+) -> list[dict]:
+    """One simulated user searching for class ``cls``; one row per round and learner.
+
+    The default learner's ``Session`` drives what the user sees (its pages),
+    so every learner is fitted on the same labels each round. The next page
+    is the first ``page_size`` unlabelled items of the refined ranking,
+    topped up from the query's neighbours when the refined set has fewer.
+    While no positive is labelled there is nothing to refine: every learner
+    returns an empty set that round and the next page is the next k-NN page.
+    """
+    truth = data.y == cls
+    n_true = int(truth.sum())
+    if n_true == 0:
+        raise ValueError(f"{data.name}: class {cls} has no items")
+    rng = np.random.default_rng([seed, cls])
+    if data.queries is not None:
+        query, query_kind = data.queries[cls], "text"
+    else:
+        query, query_kind = data.X[int(rng.choice(np.flatnonzero(truth)))], "example"
+    order, tp = knn_curve(data.X, query, truth)
+    knn_class = knn_prf(tp, n_true, n_true)
+    features = catalogue.compressor.dequantize(catalogue.codes)
+    session = Session(catalogue, k=k, page_size=page_size, random_state=seed, n_jobs=1)
+    shown = session.search(query).ids
+    seed_page = knn_prf(tp, shown.size, n_true)
+    rows = []
+    for r in range(1, rounds + 1):
+        session.label(shown[truth[shown]], 1)
+        session.label(shown[~truth[shown]], -1)
+        labels = session.labels
+        n_pos = sum(v > 0 for v in labels.values())
+        labelled = np.zeros(len(data), bool)
+        labelled[np.fromiter(labels, np.int64)] = True
+        t0 = time.perf_counter()
+        # no positive yet: nothing to refine; the user pages on through k-NN
+        refined = session.refine() if n_pos else None
+        ms_default = (time.perf_counter() - t0) * 1e3
+        for learner in learners:
+            t0 = time.perf_counter()
+            if refined is None:
+                found, ms = np.zeros(0, np.int64), 0.0
+            elif learner.is_default:
+                found, ms = refined.ids, ms_default
+            else:
+                found = fit_result_set(
+                    learner,
+                    catalogue,
+                    labels,
+                    seed=seed,
+                    round_=session.rounds - 1,
+                    features=features,
+                )
+                ms = (time.perf_counter() - t0) * 1e3
+            p, rec, f = prf(found, truth)
+            kp, kr, kf = knn_prf(tp, found.size, n_true)
+            # what the learner adds beyond the clicks: unlabelled items only
+            fresh = found[~labelled[found]]
+            n_fresh_true = n_true - n_pos
+            tp_fresh = int(truth[fresh].sum())
+            rows.append(
+                {
+                    "dataset": data.name,
+                    "codes": codes,
+                    "class": data.class_names[cls],
+                    "seed": seed,
+                    "round": r,
+                    "learner": learner.name,
+                    "query": query_kind,
+                    "positives": n_pos,
+                    "labels": len(labels),
+                    "class_size": n_true,
+                    "size": int(found.size),
+                    "precision": p,
+                    "recall": rec,
+                    "f1": f,
+                    "knn_set_precision": kp,
+                    "knn_set_recall": kr,
+                    "knn_set_f1": kf,
+                    "knn_class_f1": knn_class[2],
+                    "new_precision": tp_fresh / fresh.size if fresh.size else 0.0,
+                    "new_recall": tp_fresh / n_fresh_true if n_fresh_true else np.nan,
+                    "knn_class_precision": knn_class[0],
+                    "seed_page_f1": seed_page[2],
+                    "ms": ms,
+                }
+            )
+        # the next page: what the user sees after this refine
+        ranked = refined.ids if refined is not None else np.zeros(0, np.int64)
+        nxt = ranked[~np.isin(ranked, np.fromiter(labels, np.int64))][:page_size]
+        if nxt.size < page_size:
+            more = order[~np.isin(order, np.concatenate([np.fromiter(labels, np.int64), nxt]))]
+            nxt = np.concatenate([nxt, more[: page_size - nxt.size]])
+        shown = nxt
+    return rows

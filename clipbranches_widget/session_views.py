@@ -1,0 +1,88 @@
+"""What a session shows: browse, box facets, the labelled view, summaries, explanations.
+
+A mixin of ``Session``: it reads the session's state (results, model, labels)
+and computes the views with the pure functions of ``views.py``; it never
+changes what the session learned.
+"""
+
+from __future__ import annotations
+
+from . import views
+from .results import Results
+
+__all__ = ["ALL_BOXES", "BROWSE_MAX", "LABELLED_VIEW", "SessionViews"]
+
+BROWSE_MAX = 100_000  # items shown before the first search (a random sample beyond that)
+ALL_BOXES = -1  # view(): every result
+LABELLED_VIEW = -2  # view(): the labelled items instead of the results
+
+
+class SessionViews:
+    def current(self) -> Results:
+        """The results, or before any search a fixed random browse of the catalogue."""
+        if self.results.kind != "empty":
+            return self.results
+        if self._browse is None:
+            self._browse = views.browse(len(self.catalogue), self.random_state, BROWSE_MAX)
+        return self._browse
+
+    def _inside(self):
+        """(n_results, n_boxes) bool: which box holds which result (cached per result set)."""
+        res = self.results
+        if res.kind != "refined" or self.model is None:
+            return None
+        if self._facets is None or self._facets[0] is not res:
+            self._facets = (res, self.model.boxes_.contains(self.catalogue.codes[res.ids]))
+        return self._facets[1]
+
+    def facets(self) -> list[dict]:
+        """Per box of the model: ``{"box", "count", "dims"}`` of the refined results."""
+        inside = self._inside()
+        return [] if inside is None else views.box_facets(self.model.boxes_, inside)
+
+    def labelled(self) -> Results:
+        """Every labelled item, positives first, with its votes under the model."""
+        boxes = None if self.model is None else self.model.boxes_
+        return views.labelled(self._labels, boxes, self.catalogue.codes)
+
+    def view(self, box: int = ALL_BOXES) -> tuple[Results, int]:
+        """``(shown, box)``: the current results, one box's items (in rank order),
+        or the labelled items (``LABELLED_VIEW``); ``box`` is what was applied
+        (``ALL_BOXES`` when the asked box does not exist)."""
+        inside = self._inside()
+        if inside is not None and 0 <= box < inside.shape[1]:
+            return self.results.subset(inside[:, box]), box
+        if box == LABELLED_VIEW or self._nothing_accepted():
+            # never an empty grid while positives exist: they stay in view
+            return self.labelled(), LABELLED_VIEW
+        return self.current(), ALL_BOXES
+
+    def _nothing_accepted(self) -> bool:
+        return self.results.kind == "refined" and self.results.count == 0 and self.n_positives > 0
+
+    @property
+    def n_positives(self) -> int:
+        return sum(1 for v in self._labels.values() if v > 0)
+
+    def summary(self) -> str:
+        """What the last step did, in words: "148 matches · 37 new · 5 of your 5 positives"."""
+        return views.summary(
+            self.results,
+            self._labels,
+            n_items=len(self.catalogue),
+            query=self.query,
+            rounds=self.rounds,
+            before=self._before,
+        )
+
+    def explain(self, i: int) -> dict:
+        """Why item ``i`` is shown: rank, votes, score, similarity, the boxes holding it."""
+        i = int(self.catalogue.check_ids([i])[0])
+        return views.explain(
+            i,
+            catalogue=self.catalogue,
+            results=self.results,
+            boxes=None if self.model is None else self.model.boxes_,
+            labels=self._labels,
+            query_vector=self.query_vector,
+        )
