@@ -162,6 +162,39 @@ def beat(share, median) -> str:
     return f"{median:.0f} ({share:.0%})"
 
 
+def next_page_section(name, br, ref, rounds) -> list[str]:
+    """The oracle-k line, the next-page precision table and the positives check."""
+    if not len(ref):
+        return []
+    oracle = ", ".join(f"{ref.loc[k, 'knn_class_f1']:.2f}" for k in rounds)
+    out = [
+        "",
+        f"k-NN with the oracle k (the class size): {oracle} (rounds "
+        + ", ".join(str(k) for k in rounds)
+        + ").",
+        "",
+        f"Next-page precision by round ({name}): share of the class among the first 60 "
+        "unlabelled items of each learner's ranking (topped up from k-NN), against the next "
+        "60 unlabelled items of the query's k-NN:",
+        "",
+    ]
+    rows = []
+    for learner, part in br.groupby("learner", sort=False):
+        p = part.set_index("round")
+        rows.append([learner] + [f"{p.loc[k, 'next_precision']:.2f}" for k in rounds])
+    rows.append(
+        ["k-NN (next 60 unlabelled)"] + [f"{ref.loc[k, 'knn_next_precision']:.2f}" for k in rounds]
+    )
+    out.append(md_table(["learner"] + [f"round {k}" for k in rounds], rows))
+    out += [
+        "",
+        f"The default's result set kept every labelled positive in "
+        f"{ref['positives_kept'].mean():.0%} of runs x rounds, and was empty while positives "
+        f"existed in {ref['empty'].mean():.0%}.",
+    ]
+    return out
+
+
 def report(df, by_round, final, per_class, sets, args, seconds) -> str:
     main = args.codes[0]
     seeds = sorted(int(s) for s in df["seed"].unique())
@@ -245,6 +278,7 @@ def report(df, by_round, final, per_class, sets, args, seconds) -> str:
         out.append(
             md_table(["learner"] + [f"round {k} ({pos.loc[k]:.0f} pos.)" for k in rounds], rows)
         )
+        out += next_page_section(name, br, ref, rounds)
     variants = by_round[by_round["learner"] == "branches"]
     if variants["codes"].nunique() > 1:
         out += [

@@ -13,7 +13,7 @@ import traitlets
 
 from . import warmup
 from .persist import labels_from_json
-from .protocol import Action, parse_action
+from .protocol import FRONTEND_KEYS, Action, parse_action
 
 __all__ = ["READ_ONLY", "ActionChannel"]
 
@@ -29,17 +29,29 @@ class ActionChannel:
     _acting: Action | None = None  # the action whose results _show puts out
 
     def set_state(self, sync_data) -> None:
-        """Apply a front-end state update key by key: a value of the wrong type is
-        shown as an error (the key keeps its value), never raised in the kernel."""
+        """Apply a front-end state update key by key. Only the front end's own keys
+        (``FRONTEND_KEYS``) may be set: one writer per key, so a front end can
+        never overwrite a result. A refused key or value is shown as an error
+        (the key keeps its value), never raised in the kernel."""
+        if not isinstance(sync_data, dict):
+            self._refuse_update([f"state: expected an object, got {sync_data!r:.80}"])
+            return
         problems = []
-        for key, value in dict(sync_data).items():
+        for key, value in sync_data.items():
+            if key not in FRONTEND_KEYS:
+                problems.append(_not_frontend_key(key, self.has_trait(str(key))))
+                continue
             try:
                 super().set_state({key: value})
             except (traitlets.TraitError, TypeError, ValueError) as e:
                 problems.append(f"{key}: {e}")
         if problems:
-            log.warning("front-end state refused: %s", "; ".join(problems))
-            self.error = "; ".join(problems)
+            self._refuse_update(problems)
+
+    def _refuse_update(self, problems: list[str]) -> None:
+        text = "; ".join(problems)
+        log.warning("front-end state refused: %s", text)
+        self.error = text
 
     def _on_labels(self, change) -> None:
         try:
@@ -71,8 +83,11 @@ class ActionChannel:
             self.status = f"{action}: the first refine compiles once" if first else action
         self._acting = act
         try:
+            # a read-only action leaves the state alone, but a malformed one is
+            # still refused: its answer would be for a state no one has
+            values = self._check_state(act.state)
             if shared:
-                self._apply_state(act.state)
+                self._apply_state(act.state, values)
             extra, reply_buffers = handler(act.content) or ({}, [])
         except Exception as e:  # shown in the widget; the labels (front-end state) stay
             log.warning(
@@ -107,21 +122,43 @@ class ActionChannel:
             msg["error"] = error
         self.send(msg, list(buffers) or None)
 
-    def _apply_state(self, state: dict) -> None:
-        """Set the front-end keys an action carries, all checked before any is set.
-
-        Not echoed back (the front end sent these values): the property lock
-        keeps the changes off the comm, as for a state update."""
-        if not state:
-            return
+    def _check_state(self, state: dict) -> dict:
+        """The front-end keys an action carries, validated (none is set here)."""
         values = {}
         for key, value in state.items():
             try:
                 values[key] = getattr(type(self), key).validate(self, value)
             except traitlets.TraitError as e:
                 raise ValueError(f"state: {key}: {e}") from None
-        if "user_labels" in values:  # the labels' own checks, before anything changes
+        if "user_labels" in values:  # the labels' own checks, ids against the catalogue
+            try:
+                labels = labels_from_json(values["user_labels"] or {}, "user_labels")
+                if labels:
+                    self._session.catalogue.check_ids(list(labels))
+            except (TypeError, ValueError, IndexError) as e:
+                text = str(e)
+                text = text if text.startswith("user_labels:") else f"user_labels: {text}"
+                raise ValueError(f"state: {text}") from None
+        return values
+
+    def _apply_state(self, state: dict, values: dict) -> None:
+        """Set the checked front-end keys of an action, all at once.
+
+        Not echoed back (the front end sent these values): the property lock
+        keeps the changes off the comm, as for a state update."""
+        if not values:
+            return
+        if "user_labels" in values:
             self._session.set_labels(labels_from_json(values["user_labels"] or {}))
         with self._lock_property(**state), self.hold_trait_notifications():
             for key, value in values.items():
                 self.set_trait(key, value)
+
+
+def _not_frontend_key(key, exists: bool) -> str:
+    if exists:
+        return (
+            f"{key!r:.80}: set by Python, not by the front end "
+            f"(the front end sets only {', '.join(FRONTEND_KEYS)})"
+        )
+    return f"{key!r:.80}: not a key of this widget; expected one of {', '.join(FRONTEND_KEYS)}"

@@ -2,7 +2,7 @@
 
 clipbranches build SOURCE OUT [--model ViT-B-32 --pretrained laion2b_s34b_b79k]
 clipbranches merge OUT PART [PART ...]
-clipbranches info OUT
+clipbranches info OUT [--json] [--verify]
 """
 
 from __future__ import annotations
@@ -62,6 +62,12 @@ def _parser() -> argparse.ArgumentParser:
     i = sub.add_parser("info", help="describe a catalogue")
     i.add_argument("path")
     i.add_argument("--json", action="store_true", help="print the manifest summary as JSON")
+    i.add_argument(
+        "--verify",
+        action="store_true",
+        help="hash every file against the manifest's checksums (open checks only "
+        "what is cheap for large catalogues)",
+    )
     return p
 
 
@@ -129,6 +135,8 @@ def _info(args) -> int:
         "identity": (m.get("identity") or {}).get("uuid"),
         "bytes": _size(path),
     }
+    if args.verify:  # a changed file raises, naming it
+        summary["verified"] = Catalogue.open(path, verify=False).verify()
     if args.json:
         print(json.dumps(summary, indent=1))
         return 0

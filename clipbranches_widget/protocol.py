@@ -13,10 +13,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["Action", "FRONTEND_KEYS", "parse_action"]
+import traitlets
+
+__all__ = ["Action", "FRONTEND_KEYS", "StrictInt", "parse_action"]
 
 #: Keys written only by the front end (the user's intent).
 FRONTEND_KEYS = ("user_labels", "user_page", "user_query", "user_selection", "user_box")
+
+
+class StrictInt(traitlets.Int):
+    """An integer trait that refuses bools: ``traitlets.Int`` takes ``False`` as 0,
+    so a front end sending ``{"user_page": false}`` would turn to page 0 unseen."""
+
+    def validate(self, obj, value):
+        if isinstance(value, bool):
+            self.error(obj, value)
+        return super().validate(obj, value)
 
 
 @dataclass

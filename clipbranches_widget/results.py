@@ -19,7 +19,12 @@ class Results:
     ``kind`` is "knn" (nearest neighbours of the query), "refined" (every
     item the model accepts), "browse" (a random sample before any search),
     "labelled" (the labelled items) or "empty"; ``path`` says how the
-    catalogue was searched; ``timings`` are in milliseconds.
+    catalogue was searched; ``timings`` are in milliseconds. ``info``: what a
+    refine says of its set (``Session.refine``): ``n_positives`` (labelled
+    positives, all in the set), ``accepted_positives`` (those the model itself
+    accepts), ``expected_precision`` of the items it adds and
+    ``expected_class_size`` (from its calibrated scores), ``fallback`` (None,
+    or why the set is not the model's).
     """
 
     ids: np.ndarray
@@ -28,6 +33,7 @@ class Results:
     kind: str
     path: str = ""
     timings: dict = field(default_factory=dict)
+    info: dict = field(default_factory=dict)
 
     @classmethod
     def empty(cls) -> Results:
@@ -49,6 +55,7 @@ class Results:
             self.kind if kind is None else kind,
             self.path,
             self.timings,
+            self.info,
         )
 
     def page(self, number: int, size: int) -> Results:

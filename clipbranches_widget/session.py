@@ -16,6 +16,7 @@ import numpy as np
 from . import warmup
 from .engine._validation import check_positive_int
 from .engine.learn.branches import DecisionBranchesClassifier
+from .engine.learn.twostage import DEFAULT_STAGE, StageParams, refine_set
 from .engine.search.ranking import code_scores, rank
 from .engine.store.catalogue import Catalogue
 from .persist import SESSION_FORMAT, catalogue_identity, labels_from_json, session_from_dict
@@ -25,6 +26,12 @@ from .session_views import ALL_BOXES, LABELLED_VIEW, SessionViews
 __all__ = ["ALL_BOXES", "LABELLED_VIEW", "Results", "Session", "labels_from_json"]
 
 log = logging.getLogger(__name__)
+
+#: The classifier of a refine (issue 15): boxes on 8-d subsets with a wider
+#: margin find the candidates (recall and pruning); the second stage
+#: (engine/learn/twostage.py) scores them for precision. An index serves these
+#: boxes when built on the same subsets (engine/subsets.py, REFINE_SIZES).
+REFINE_CLASSIFIER = {"feature_subsets": "8d", "margin": 3.5}
 
 #: Largest k of a search: a knn result is shown, not a catalogue dump (refine finds all).
 MAX_K = 100_000
@@ -87,7 +94,13 @@ class Session(SessionViews):
         Seeds the background sample and the classifier: a session replays
         exactly.
     classifier : dict, optional
-        Keyword arguments of ``DecisionBranchesClassifier``.
+        Keyword arguments of ``DecisionBranchesClassifier`` (default
+        ``REFINE_CLASSIFIER``: 8-d feature subsets, ``margin=3.5``).
+    stage : StageParams or None, default ``DEFAULT_STAGE`` (``StageParams()``)
+        The second stage of a refine over the box candidates
+        (engine/learn/twostage.py): a calibrated score per candidate, the
+        labelled positives always in, the rest cut where the expected F1 is
+        highest. None: the boxes alone (every item in a box, ranked by votes).
     """
 
     def __init__(
@@ -101,6 +114,7 @@ class Session(SessionViews):
         random_state: int = 0,
         classifier: dict | None = None,
         n_jobs=None,
+        stage: StageParams | None = DEFAULT_STAGE,
     ):
         if not isinstance(catalogue, Catalogue):
             raise TypeError(f"catalogue: expected a Catalogue, got {type(catalogue).__name__}")
@@ -118,8 +132,11 @@ class Session(SessionViews):
             )
         self.background_weight = float(background_weight)
         self.random_state = int(random_state)
-        self.classifier_params = dict(classifier or {})
+        self.classifier_params = dict(REFINE_CLASSIFIER if classifier is None else classifier)
         DecisionBranchesClassifier(**self.classifier_params)  # reject unknown keys now
+        if stage is not None and not isinstance(stage, StageParams):
+            raise TypeError(f"stage: expected StageParams or None, got {type(stage).__name__}")
+        self.stage = stage
         self.n_jobs = n_jobs
         self._labels: dict[int, int] = {}
         self.query = None  # what the user searched for (text, ids or None)
@@ -238,18 +255,35 @@ class Session(SessionViews):
         t1 = time.perf_counter()
         found = self.catalogue.search_boxes(model.boxes_, n_jobs=self.n_jobs)
         t2 = time.perf_counter()
-        scores = code_scores(
-            self.catalogue.codes, found.ids, self.catalogue.compressor, self._reference()
-        )
-        order = rank(found.ids, found.votes, scores)
+        if self.stage is None:
+            scores = code_scores(
+                self.catalogue.codes, found.ids, self.catalogue.compressor, self._reference()
+            )
+            order = rank(found.ids, found.votes, scores)
+            out = found.ids[order], found.votes[order], scores[order]
+            info = {"n_positives": n_pos, "fallback": None}
+        else:
+            *out, info = refine_set(
+                self.catalogue,
+                found,
+                ids,
+                y,
+                weights,
+                model.boxes_.n_boxes,
+                self._labels,
+                self._reference(),
+                self.query_vector,
+                self.page_size,
+                self.stage,
+            )
         t3 = time.perf_counter()
         self._before = self.results.ids
         self.model = model
         self.rounds += 1
         self.results = Results(
-            found.ids[order],
-            found.votes[order].astype(np.int64),
-            scores[order],
+            out[0],
+            np.asarray(out[1], np.int64),
+            out[2],
             "refined",
             found.path,
             {
@@ -258,6 +292,7 @@ class Session(SessionViews):
                 "rank_ms": (t3 - t2) * 1e3,
                 "total_ms": (t3 - t0) * 1e3,
             },
+            info,
         )
         log.info(
             "refine: %d results from %d boxes in %.1f ms",

@@ -1,6 +1,7 @@
 """What a session shows besides its results: a browse sample, box facets, the
-labelled items and why one item matched. Plain functions over arrays, used by
-``Session``; no widget code.
+labelled items, why one item matched, and a round's badges (new items,
+rejected positives). Plain functions over arrays, used by ``Session`` and the
+widget; no widget code.
 """
 
 from __future__ import annotations
@@ -13,12 +14,15 @@ import numpy as np
 from .results import Results
 
 __all__ = [
+    "RoundBadges",
+    "badges",
     "box_facets",
     "browse",
     "display_path",
     "explain",
     "labelled",
     "rank_scores",
+    "rejected_positives",
     "summary",
 ]
 
@@ -110,37 +114,102 @@ def summary(res: Results, labels: dict, *, n_items: int, query, rounds: int, bef
             f"no matches in round {rounds}: the model accepts none of the catalogue "
             f"\u00b7 showing your {n_pos} positive{'s' if n_pos != 1 else ''} instead"
         )
+    info = getattr(res, "info", None) or {}
     new = int((~np.isin(res.ids, before)).sum())
     pos = np.array([i for i, v in labels.items() if v > 0], np.int64)
-    kept = int(np.isin(pos, res.ids).sum())
+    # the positives the model itself accepts (a refine keeps every positive in view)
+    accepted = info.get("accepted_positives")
+    kept = accepted if isinstance(accepted, int) else int(np.isin(pos, res.ids).sum())
     parts = [f"{res.count:,} match{'es' if res.count != 1 else ''}", f"{new:,} new"]
-    parts.append(f"{kept} of your {n_pos} positive{'s' if n_pos != 1 else ''}")
-    precision = getattr(res, "precision", None)  # the quality issue's estimate, when there
-    if isinstance(precision, float):
+    positives = f"{kept} of your {n_pos} positive{'s' if n_pos != 1 else ''}"
+    if isinstance(accepted, int) and accepted < n_pos:
+        # the session shows every positive, also those the model rejects: say which is which
+        positives += f" accepted \u00b7 all {n_pos} shown"
+    parts.append(positives)
+    precision = info.get("expected_precision")  # the quality issue's estimate, when there
+    if isinstance(precision, (float, int)) and np.isfinite(precision):
         parts.append(f"est. precision \u2248 {precision:.2f}")
+    if info.get("fallback"):
+        parts.append(str(info["fallback"]))
     return " \u00b7 ".join(parts)
+
+
+def rejected_positives(res: Results, labels: dict) -> np.ndarray:
+    """The labelled positives a refine's model does not accept (sorted ids).
+
+    A refine shows every positive, also those its model rejects. Accepted
+    are the positives inside a box (votes > 0); when ``res.info`` says how
+    many the model accepts (``accepted_positives``: its score cut keeps the
+    best-scored), only that many of them, best score first. ``labels``: the
+    labels the refine was trained on.
+    """
+    pos = np.sort(np.fromiter((i for i, v in labels.items() if v > 0), np.int64))
+    if res.kind != "refined" or not pos.size:
+        return np.zeros(0, np.int64)
+    rows = np.flatnonzero(np.isin(res.ids, pos) & (np.asarray(res.votes) > 0))
+    n = (res.info or {}).get("accepted_positives")
+    if isinstance(n, int) and not isinstance(n, bool) and 0 <= n < rows.size:
+        best = np.argsort(-np.asarray(res.scores, np.float64)[rows], kind="stable")
+        rows = rows[best[:n]]
+    return np.setdiff1d(pos, res.ids[rows])
+
+
+def badges(ids, *, before, rejected) -> list[str]:
+    """Per id: "rejected" (a positive the model does not accept), "new" (not in
+    ``before``, the previous round's result ids, sorted; None: unknown, no
+    badge) or ""."""
+    ids = np.asarray(ids, np.int64)
+    rej = np.isin(ids, rejected)
+    new = np.zeros(ids.size, bool) if before is None else ~np.isin(ids, before)
+    return ["rejected" if r else "new" if n else "" for r, n in zip(rej.tolist(), new.tolist())]
+
+
+class RoundBadges:
+    """The badges of the results a viewer shows, round after round: "new" for
+    an item not among the result set shown before, "rejected" for a positive
+    the model does not accept. Only a refine's results get badges; the
+    labelled view (what the user has seen) only "rejected"."""
+
+    def __init__(self):
+        self._res = None  # the result set the badges are for
+        self._before = None  # sorted ids of the one shown before it (None: not seen)
+        self._rejected = np.zeros(0, np.int64)
+
+    def __call__(self, res: Results, labels: dict, ids, *, labelled_view: bool) -> list[str]:
+        if res is not self._res:
+            # a new result set: ``labels`` are the ones it was refined on, as
+            # it is shown at once
+            self._before = None if self._res is None else np.sort(self._res.ids)
+            self._res, self._rejected = res, rejected_positives(res, labels)
+        if res.kind != "refined":
+            return [""] * len(ids)
+        before = None if labelled_view else self._before
+        return badges(ids, before=before, rejected=self._rejected)
 
 
 def rank_scores(shown: Results, results: Results) -> np.ndarray:
     """One score per item of ``shown`` (rows of ``results``), never increasing in
-    the order the grid shows them.
+    the order the grid shows them, floored to 2 decimals (rounding never
+    makes a later item look better).
 
-    Refined results are ranked by votes, then by closeness to the positives
-    and query: the score is ``votes + closeness``, the closeness scaled to
-    [0, 0.99] over all of ``results`` (so it does not change scale between
-    catalogues) and floored to 2 decimals, so that a rounded score never
-    overtakes the next tier. Nearest neighbours show their similarity; other
-    views (browse, labelled) have no ranking score: NaN.
+    When ``results`` are ordered by their scores (nearest neighbours, a
+    refine's calibrated scores) that score is shown. When they are ranked by
+    votes first, then closeness to the positives and query, the score is
+    ``votes + closeness``, the closeness scaled to [0, 0.99] over all of
+    ``results`` (so its scale does not change between catalogues). Views
+    without a ranking (browse, labelled) get NaN.
     """
     scores = np.asarray(shown.scores, np.float64)
-    if shown.kind == "knn":
-        return np.round(scores, 2) + 0.0  # + 0.0: no "-0.00"
-    if shown.kind != "refined" or not shown.count:
+    if shown.kind not in ("knn", "refined") or not shown.count:
         return np.full(shown.count, np.nan)
     all_scores = np.asarray(results.scores, np.float64)
-    lo, hi = float(all_scores.min()), float(all_scores.max())
-    closeness = (scores - lo) / (hi - lo) * 0.99 if hi > lo else np.zeros_like(scores)
-    return np.floor((shown.votes + np.clip(closeness, 0.0, 0.99)) * 100 + 1e-6) / 100
+    if not np.isfinite(all_scores).all() or (np.diff(all_scores) <= 1e-9).all():
+        out = scores
+    else:
+        lo, hi = float(all_scores.min()), float(all_scores.max())
+        closeness = (scores - lo) / (hi - lo) * 0.99 if hi > lo else np.zeros_like(scores)
+        out = shown.votes + np.clip(closeness, 0.0, 0.99)
+    return np.floor(out * 100 + 1e-6) / 100 + 0.0  # + 0.0: never "-0.00"
 
 
 def display_path(uri) -> str | None:

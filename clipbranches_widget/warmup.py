@@ -14,6 +14,7 @@ import threading
 import numpy as np
 
 from .engine import DecisionBranchesClassifier, scan
+from .engine.learn.rescore import knn_order, linear_scores
 
 __all__ = ["is_warm", "start"]
 
@@ -32,6 +33,10 @@ def _run(n_features: int) -> None:
             codes, y, sample_weight=np.ones(y.size)
         )
         scan(codes, model.boxes_)
+        # the second stage's kernels (issue 15)
+        ids = np.arange(16)
+        knn_order(codes, ids, codes[:64], np.ones(n_features, np.int32), 5, exclude=ids)
+        linear_scores(codes, ids, np.ones(n_features), 0.0)
         log.debug("warm-up: refine kernels compiled")
     except Exception as e:  # a warm-up must never break a session
         log.debug("warm-up failed: %s", e)

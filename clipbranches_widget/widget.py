@@ -39,7 +39,7 @@ from .channel import ActionChannel
 from .engine._atomic import write_text
 from .engine.store.catalogue import Catalogue
 from .export import export_results
-from .protocol import FRONTEND_KEYS
+from .protocol import FRONTEND_KEYS, StrictInt
 from .session import Session
 from .thumbnails import Thumbnailer, full_image
 
@@ -94,10 +94,10 @@ class ClipBranches(ActionChannel, anywidget.AnyWidget):
 
     # --- front-end owned: the user's intent ---
     user_labels = traitlets.Dict().tag(sync=True)  # {"id": +1 | -1}
-    user_page = traitlets.Int(0).tag(sync=True)
+    user_page = StrictInt(0).tag(sync=True)
     user_query = traitlets.Unicode("").tag(sync=True)
-    user_selection = traitlets.List(traitlets.Int()).tag(sync=True)
-    user_box = traitlets.Int(-1).tag(sync=True)  # facet: one box's items (-1 all, -2 labelled)
+    user_selection = traitlets.List(StrictInt()).tag(sync=True)
+    user_box = StrictInt(-1).tag(sync=True)  # facet: one box's items (-1 all, -2 labelled)
 
     # --- Python owned: the results ---
     items = traitlets.List(traitlets.Dict()).tag(sync=True)  # the shown page
@@ -138,6 +138,7 @@ class ClipBranches(ActionChannel, anywidget.AnyWidget):
             )
         self._session = session
         self._thumbs = Thumbnailer(thumb_size)
+        self._badges = views.RoundBadges()
         # the user's intent starts from the session (a reloaded one keeps its labels);
         # this is the only time Python sets these keys, before any front end exists
         user = {
@@ -306,9 +307,10 @@ class ClipBranches(ActionChannel, anywidget.AnyWidget):
         t0 = time.perf_counter()
         # one score per item, decreasing in the order shown (views.rank_scores)
         shown_scores = views.rank_scores(page, res)
+        badges = self._badges(s.results, s.labels, page.ids, labelled_view=shown.kind == "labelled")
         items = [
-            self._item(int(i), int(v), float(sc))
-            for i, v, sc in zip(page.ids, page.votes, shown_scores)
+            self._item(int(i), int(v), float(sc), badge)
+            for i, v, sc, badge in zip(page.ids, page.votes, shown_scores, badges)
         ]
         timings = dict(res.timings)
         timings["thumbs_ms"] = (time.perf_counter() - t0) * 1e3
@@ -331,11 +333,12 @@ class ClipBranches(ActionChannel, anywidget.AnyWidget):
             self.status = "ready"
             self.reply = self._reply()
 
-    def _item(self, i: int, votes: int, score: float) -> dict:
+    def _item(self, i: int, votes: int, score: float, badge: str = "") -> dict:
         uri = self.catalogue.uri(i)
         item = {
             "id": i,
             "votes": votes,
+            "badge": badge,
             "score": score if math.isfinite(score) else None,
             "name": os.path.basename(uri) if uri else f"#{i}",
             "thumb": None,

@@ -29,7 +29,8 @@ def test_round_on_ten_items(rng):
 
 def test_refine_then_page_through_everything(rng):
     cat, which = catalogue(rng, 5000)
-    s = Session(cat, k=60, page_size=60)
+    # the boxes alone (no second stage): every accepted item, ranked by votes
+    s = Session(cat, k=60, page_size=60, classifier={}, stage=None)
     s.search([int(np.flatnonzero(which == 2)[0])])
     for i in s.page(0).ids.tolist():
         s.label([i], 1 if which[i] == 2 else -1)
@@ -98,9 +99,9 @@ def test_save_and_load_replays_exactly(rng, tmp_path):
 
 
 # ---------------------------------------------------------------------------- views
-def refined_session(rng, n=2000):
+def refined_session(rng, n=2000, **kw):
     cat, which = catalogue(rng, n)
-    s = Session(cat, k=40, random_state=3)
+    s = Session(cat, k=40, random_state=3, **kw)
     s.search([int(np.flatnonzero(which == 1)[0])])
     for i in s.page(0).ids.tolist():
         s.label([i], 1 if which[i] == 1 else -1)
@@ -138,7 +139,7 @@ def test_browse_is_a_fixed_random_sample_before_any_search(rng, monkeypatch):
 
 
 def test_facets_and_box_views_follow_the_model(rng):
-    cat, _, s = refined_session(rng)
+    cat, _, s = refined_session(rng, classifier={}, stage=None)  # the boxes alone
     boxes = s.model.boxes_
     inside = boxes.contains(cat.codes[s.results.ids])
     facets = s.facets()
@@ -282,7 +283,7 @@ def test_a_damaged_session_file_fails_naming_the_field(rng, damage, message):
 # ---------------------------------------------------------------------------- issue 17
 def test_round_summary_says_what_refine_did(rng):
     cat, which = catalogue(rng, 2000)
-    s = Session(cat, k=40, random_state=3)
+    s = Session(cat, k=40, random_state=3, classifier={}, stage=None)  # the boxes alone
     assert s.summary() == "2,000 images \u00b7 no search yet"
     s.search([int(np.flatnonzero(which == 1)[0])])
     assert s.summary() == "40 images nearest to your examples"

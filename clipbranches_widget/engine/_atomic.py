@@ -10,12 +10,23 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
-import tempfile
 import threading
 from pathlib import Path
 
-__all__ = ["atomic_file", "write_bytes", "write_text", "replace_dir", "temp_sibling"]
+__all__ = [
+    "atomic_file",
+    "process_alive",
+    "recover_dir",
+    "replace_dir",
+    "sweep_temps",
+    "temp_sibling",
+    "write_bytes",
+    "write_text",
+]
+
+_OWNER = re.compile(r"\.(?P<tag>[a-z]+)-(?P<pid>\d+)-(?P<tid>\d+)\Z")
 
 
 def temp_sibling(path: Path, tag: str = "tmp") -> Path:
@@ -24,10 +35,45 @@ def temp_sibling(path: Path, tag: str = "tmp") -> Path:
     return path.with_name(f".{path.name}.{tag}-{os.getpid()}-{threading.get_ident()}")
 
 
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` still runs (whoever owns it)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def _dead_siblings(path: Path, tag: str):
+    """Siblings ``.<name>.<tag>-<pid>-<tid>`` whose writing process has died."""
+    prefix = f".{path.name}.{tag}-"
+    with contextlib.suppress(FileNotFoundError):
+        for entry in os.scandir(path.parent):
+            if entry.name.startswith(prefix):
+                m = _OWNER.search(entry.name[len(path.name) + 1 :])
+                if m and m["tag"] == tag and not process_alive(int(m["pid"])):
+                    yield Path(entry.path)
+
+
+def sweep_temps(path) -> None:
+    """Remove the temporaries a killed writer of ``path`` left (its pid is dead)."""
+    for tmp in _dead_siblings(Path(path), "tmp"):
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
 @contextlib.contextmanager
-def atomic_file(path, mode: str = "wb"):
-    """``with atomic_file(p) as f: f.write(...)``: ``p`` appears whole or not at all."""
+def atomic_file(path, mode: str = "wb", *, sweep: bool = True):
+    """``with atomic_file(p) as f: f.write(...)``: ``p`` appears whole or not at all.
+
+    ``sweep`` first removes what killed writers of ``p`` left; writers of many
+    files in one folder (resumable chunks) turn it off, since it lists the folder.
+    """
     path = Path(path)
+    if sweep:
+        sweep_temps(path)
     tmp = temp_sibling(path)
     try:
         with open(tmp, mode) as f:
@@ -52,15 +98,36 @@ def write_text(path, text: str, encoding: str = "utf-8") -> None:
 def replace_dir(ready: Path, dest: Path) -> None:
     """Swap the finished folder ``ready`` in for ``dest`` (which may not exist).
 
-    Two renames: ``dest`` moves aside, ``ready`` moves in, the old copy is
-    removed. Between the renames a crash leaves ``dest`` missing and the new
-    copy complete at ``ready``; callers that resume look there.
+    Two renames: ``dest`` moves aside into ``.<dest>.old-<pid>-<tid>/``,
+    ``ready`` moves in, the old copy is removed. A crash between the renames
+    leaves ``dest`` missing: ``recover_dir`` (called by every opener and by
+    the next swap) puts the previous copy back, so a reader sees the previous
+    state or the new one, never a third thing.
     """
     ready, dest = Path(ready), Path(dest)
+    recover_dir(dest)
     if not dest.exists():
         os.replace(ready, dest)
         return
-    old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old-", dir=dest.parent))
+    old = temp_sibling(dest, "old")
+    old.mkdir()
     os.replace(dest, old / "previous")
     os.replace(ready, dest)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def recover_dir(dest) -> bool:
+    """Finish what a swap killed between its renames left: True if ``dest`` was restored.
+
+    With ``dest`` missing, the previous copy parked by a dead process moves
+    back; with ``dest`` present, parked copies of dead processes are removed.
+    """
+    dest = Path(dest)
+    restored = False
+    for old in sorted(_dead_siblings(dest, "old")):
+        previous = old / "previous"
+        if not dest.exists() and previous.is_dir():
+            os.replace(previous, dest)
+            restored = True
+        shutil.rmtree(old, ignore_errors=True)
+    return restored

@@ -25,6 +25,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from ..engine.learn.branches import DecisionBranchesClassifier
+from ..engine.learn.twostage import StageParams
+from ..engine.search.ranking import code_scores, rank
 from ..engine.search.scan import scan
 from ..engine.store.catalogue import Catalogue
 from ..engine.subsets import default_feature_subsets
@@ -37,6 +39,7 @@ __all__ = [
     "fit_result_set",
     "knn_curve",
     "knn_prf",
+    "next_page",
     "prf",
     "simulate",
 ]
@@ -80,7 +83,9 @@ def knn_prf(tp, k: int, n_true: int) -> tuple[float, float, float]:
 class Learner:
     """A way to turn the user's labels into a result set over the catalogue.
 
-    ``kind``: "branches" (DecisionBranchesClassifier with ``params``), or
+    ``kind``: "session" (``Session.refine``, ``params`` its keywords),
+    "branches" (DecisionBranchesClassifier with ``params``, the boxes alone;
+    without params, the product's default: ``Session.refine``), or
     "logreg", "forest", "nn1" (scikit-learn on the dequantised codes: the
     same 32 numbers per item), or "labels" (just the labelled positives: the
     floor any learner must clear, since every metric counts them). All are
@@ -98,8 +103,9 @@ class Learner:
 
     @property
     def is_default(self) -> bool:
+        """The product's default: ``Session.refine`` with its own settings."""
         return (
-            self.kind == "branches"
+            self.kind in ("branches", "session")
             and not self.params
             and self.n_background == 1000
             and self.background_weight == 0.5
@@ -107,39 +113,54 @@ class Learner:
 
 
 def default_learners(quick: bool = False) -> list[Learner]:
-    """Our default, the alternatives of issue 7, and what a user would pick instead."""
+    """Our default (``Session.refine``: boxes + second stage), the old default
+    (the paper's subsets, boxes alone), the directions of issue 15, and what a
+    user would pick instead."""
+    old = Learner("branches (old default)", params={"feature_subsets": "paper"})
     if quick:
         return [
-            Learner("branches"),
-            Learner(
-                "branches 4-d only",
-                params={"feature_subsets": default_feature_subsets(32, sizes=((104, 4),))},
-            ),
+            Learner("branches", "session"),
+            old,
             Learner("logistic regression", "logreg"),
             Learner("1-NN classifier", "nn1"),
         ]
+    mean = {"combine": "mean", "calibrate": False}
     return [
-        Learner("branches"),
+        Learner("branches", "session"),
+        old,
+        Learner("boxes only, 8-d margin 3.5", "session", params={"stage": None}),
+        Learner(
+            "boxes + votes and logistic 1:1",
+            "session",
+            params={"stage": StageParams(**mean)},
+        ),
+        Learner(
+            "boxes + votes only",
+            "session",
+            params={"stage": StageParams(**mean, logistic_weight=0)},
+        ),
+        Learner(
+            "boxes + logistic only",
+            "session",
+            params={"stage": StageParams(**mean, logistic_weight=1)},
+        ),
+        Learner(
+            "boxes + stage, not recalibrated",
+            "session",
+            params={"stage": StageParams(calibrate=False)},
+        ),
+        Learner(
+            "boxes + stage, paper subsets",
+            "session",
+            params={"classifier": {"feature_subsets": "paper", "margin": 3.5}},
+        ),
+        Learner("boxes + stage, bg 2000", "session", n_background=2000),
+        Learner("boxes + stage, bg weight 1.0", "session", background_weight=1.0),
         Learner(
             "branches 4-d only",
             params={"feature_subsets": default_feature_subsets(32, sizes=((104, 4),))},
         ),
-        Learner(
-            "branches 8-d only",
-            params={"feature_subsets": default_feature_subsets(32, sizes=((104, 8),))},
-        ),
-        Learner("branches max_boxes=10", params={"max_boxes": 10}),
-        Learner("branches margin=2.0", params={"margin": 2.0}),
-        Learner("branches margin=3.0", params={"margin": 3.0}),
-        Learner("branches min_pts=DESIGN", params={"min_pts": "design"}),
-        Learner("branches bg weight=1.0", background_weight=1.0),
-        Learner("branches n_background=300", n_background=300),
-        # the two single changes that raised precision, together
-        Learner(
-            "branches 8-d only + bg weight=1.0",
-            background_weight=1.0,
-            params={"feature_subsets": default_feature_subsets(32, sizes=((104, 8),))},
-        ),
+        Learner("branches 8-d only (boxes alone)", params={"feature_subsets": "8d"}),
         Learner("logistic regression", "logreg"),
         Learner("random forest", "forest"),
         Learner("1-NN classifier", "nn1"),
@@ -148,28 +169,59 @@ def default_learners(quick: bool = False) -> list[Learner]:
 
 
 def fit_result_set(
-    learner: Learner, catalogue: Catalogue, labels: dict, *, seed: int, round_: int, features=None
-) -> np.ndarray:
-    """Ids of every catalogue item ``learner`` accepts after fitting on ``labels``."""
+    learner: Learner,
+    catalogue: Catalogue,
+    labels: dict,
+    *,
+    seed: int,
+    round_: int,
+    features=None,
+    query=None,
+    ranked: bool = False,
+):
+    """Ids of every catalogue item ``learner`` accepts after fitting on ``labels``;
+    with ``ranked``, ``(ranking, ids)``: the set in the order a page shows it
+    (score, then similarity to the query and positives, then id)."""
+    out = _fit_ranked(learner, catalogue, labels, seed, round_, features, query)
+    return out if ranked else np.sort(out[1])
+
+
+def _fit_ranked(learner, catalogue, labels, seed, round_, features, query):
+    session = learner.kind == "session" or learner.is_default
+    kw = dict(learner.params) if learner.kind == "session" else {}
     s = Session(
         catalogue,
         n_background=learner.n_background,
         background_weight=learner.background_weight,
         random_state=seed,
         n_jobs=1,
+        **kw,
     )
     if learner.kind == "labels":  # the floor: the user's own clicks, nothing learned
-        return np.sort(np.array([i for i, v in labels.items() if v > 0], np.int64))
+        return np.zeros(0, np.int64), np.array([i for i, v in labels.items() if v > 0], np.int64)
+    if query is not None:
+        s.search(query)
     s.set_labels(labels)
+    if session:
+        s.rounds = round_
+        res = s.refine()
+        return res.ids, res.ids
     ids, y, w = s.training_set()
     rs = seed + round_
+
+    def by_score(found, score):
+        sim = code_scores(catalogue.codes, found, catalogue.compressor, s._reference())
+        return found[np.lexsort((found, -sim, -np.asarray(score, np.float64)))], found
+
     if learner.kind == "branches":
         params = dict(learner.params)
         if params.get("min_pts") == "design":
             params["min_pts"] = int(min(50, np.ceil(1.5 * int(y.sum()))))
         model = DecisionBranchesClassifier(random_state=rs, n_jobs=1, **params)
         model.fit(catalogue.codes[ids], y, sample_weight=w)
-        return scan(catalogue.codes, model.boxes_, n_jobs=1).ids
+        found = scan(catalogue.codes, model.boxes_, n_jobs=1)
+        sim = code_scores(catalogue.codes, found.ids, catalogue.compressor, s._reference())
+        return found.ids[rank(found.ids, found.votes, sim)], found.ids
     F = catalogue.compressor.dequantize(catalogue.codes) if features is None else features
     if learner.kind == "logreg":
         # standardised features: lbfgs converges in a few iterations
@@ -182,12 +234,15 @@ def fit_result_set(
         model.fit(F[ids], y, sample_weight=w)
     elif learner.kind == "nn1":
         model = KNeighborsClassifier(n_neighbors=1, algorithm="brute").fit(F[ids], y)
+        found = np.flatnonzero(model.predict(F) == 1)
+        return by_score(found, np.zeros(found.size))
     else:
         raise ValueError(
             f"learner {learner.name!r}: unknown kind {learner.kind!r}; expected "
-            "'branches', 'logreg', 'forest', 'nn1' or 'labels'"
+            "'session', 'branches', 'logreg', 'forest', 'nn1' or 'labels'"
         )
-    return np.flatnonzero(model.predict(F) == 1)
+    found = np.flatnonzero(model.predict(F) == 1)
+    return by_score(found, model.predict_proba(F)[found, 1])
 
 
 # --------------------------------------------------------------------------- the user
@@ -226,7 +281,10 @@ def simulate(
     order, tp = knn_curve(data.X, query, truth)
     knn_class = knn_prf(tp, n_true, n_true)
     features = catalogue.compressor.dequantize(catalogue.codes)
-    session = Session(catalogue, k=k, page_size=page_size, random_state=seed, n_jobs=1)
+    # the default learner's session drives the pages; without one, the old default
+    old = {"classifier": {"feature_subsets": "paper"}, "stage": None}
+    kw = {} if any(lr.is_default for lr in learners) else old
+    session = Session(catalogue, k=k, page_size=page_size, random_state=seed, n_jobs=1, **kw)
     shown = session.search(query).ids
     seed_page = knn_prf(tp, shown.size, n_true)
     rows = []
@@ -241,22 +299,29 @@ def simulate(
         # no positive yet: nothing to refine; the user pages on through k-NN
         refined = session.refine() if n_pos else None
         ms_default = (time.perf_counter() - t0) * 1e3
+        lab_ids = np.fromiter(labels, np.int64)
+        knn_next = order[~labelled[order]][:page_size]
         for learner in learners:
             t0 = time.perf_counter()
             if refined is None:
                 found, ms = np.zeros(0, np.int64), 0.0
+                ranking = found
             elif learner.is_default:
                 found, ms = refined.ids, ms_default
+                ranking = found
             else:
-                found = fit_result_set(
+                ranking, found = fit_result_set(
                     learner,
                     catalogue,
                     labels,
                     seed=seed,
                     round_=session.rounds - 1,
                     features=features,
+                    query=query,
+                    ranked=True,
                 )
                 ms = (time.perf_counter() - t0) * 1e3
+            nxt = next_page(ranking, labelled, order, page_size)
             p, rec, f = prf(found, truth)
             kp, kr, kf = knn_prf(tp, found.size, n_true)
             # what the learner adds beyond the clicks: unlabelled items only
@@ -287,14 +352,24 @@ def simulate(
                     "new_recall": tp_fresh / n_fresh_true if n_fresh_true else np.nan,
                     "knn_class_precision": knn_class[0],
                     "seed_page_f1": seed_page[2],
+                    "next_precision": float(truth[nxt].mean()),
+                    "knn_next_precision": float(truth[knn_next].mean()),
+                    "positives_kept": bool(np.isin(lab_ids[truth[lab_ids]], found).all()),
+                    "empty": bool(found.size == 0 and n_pos > 0),
                     "ms": ms,
                 }
             )
         # the next page: what the user sees after this refine
         ranked = refined.ids if refined is not None else np.zeros(0, np.int64)
-        nxt = ranked[~np.isin(ranked, np.fromiter(labels, np.int64))][:page_size]
-        if nxt.size < page_size:
-            more = order[~np.isin(order, np.concatenate([np.fromiter(labels, np.int64), nxt]))]
-            nxt = np.concatenate([nxt, more[: page_size - nxt.size]])
-        shown = nxt
+        shown = next_page(ranked, labelled, order, page_size)
     return rows
+
+
+def next_page(ranking, labelled, order, page_size):
+    """The page a user sees next: the first ``page_size`` unlabelled items of
+    ``ranking``, topped up from the query's neighbours ``order``."""
+    nxt = ranking[~labelled[ranking]][:page_size]
+    if nxt.size < page_size:
+        more = order[~labelled[order] & ~np.isin(order, nxt)]
+        nxt = np.concatenate([nxt, more[: page_size - nxt.size]])
+    return nxt

@@ -43,6 +43,11 @@ def summarise(df):
         f1_std=("f1", "std"),
         knn_set_f1=("knn_set_f1", "mean"),
         size=("size", "mean"),
+        knn_class_f1=("knn_class_f1", "mean"),
+        next_precision=("next_precision", "mean"),
+        knn_next_precision=("knn_next_precision", "mean"),
+        positives_kept=("positives_kept", "mean"),
+        empty=("empty", "mean"),
     ).reset_index()
     last = df[df["round"] == df["round"].max()]
     gl = last.groupby(keys, sort=False)

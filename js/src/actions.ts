@@ -28,6 +28,7 @@ export class Actions {
   readonly view = Math.random().toString(36).slice(2, 8);
   private seq = 0;
   private latest = -1; // sequence number of this view's latest state-changing action
+  private latestReq = ""; // ... and its request id, while it waits for its ack
   private readonly pending = new Map<string, Pending>();
   private readonly onMsg = (msg: any, buffers: DataView[]) => this.receive(msg, buffers);
 
@@ -45,8 +46,11 @@ export class Actions {
     return t;
   }
 
-  /** True when the traits answer an action of this view older than its latest one. */
+  /** True when the traits answer an action of this view older than its latest one,
+   * and that one is still unanswered (its ack comes after its results: once it is
+   * acknowledged, the traits are as new as they will get). */
   isStale(reply: Reply | undefined): boolean {
+    if (!this.pending.has(this.latestReq)) return false;
     return !!reply && reply.view === this.view && reply.seq >= 0 && reply.seq < this.latest;
   }
 
@@ -54,7 +58,10 @@ export class Actions {
     const seq = ++this.seq;
     // request ids are unique across views of the same model
     const req = `${this.view}-${seq}`;
-    if (!READ_ONLY.has(action)) this.latest = seq;
+    if (!READ_ONLY.has(action)) {
+      this.latest = seq;
+      this.latestReq = req;
+    }
     return new Promise<Ack>((resolve) => {
       this.pending.set(req, { action, t0: performance.now(), resolve });
       this.model.send({ type: "action", action, req, seq, view: this.view, ...(state ? { state } : {}), ...extra });

@@ -17,6 +17,7 @@ class Cell {
   private readonly votes: HTMLSpanElement;
   private readonly score: HTMLSpanElement;
   private readonly problem: HTMLDivElement;
+  private readonly badge: HTMLSpanElement;
   private url: string | null = null;
   private bytes = -1;
 
@@ -32,7 +33,10 @@ class Cell {
     this.img.draggable = false;
     this.problem = document.createElement("div");
     this.problem.className = "cb-problem";
-    frame.append(this.img, this.problem);
+    // over the image, so a badge coming or going never moves the layout
+    this.badge = document.createElement("span");
+    this.badge.className = "cb-badge";
+    frame.append(this.img, this.problem, this.badge);
     this.mark = document.createElement("span");
     this.mark.className = "cb-mark";
     this.mark.setAttribute("aria-hidden", "true");
@@ -79,6 +83,11 @@ class Cell {
       : ` · similarity to the query ${this.score.textContent}`;
     this.el.title = `${item.name || "#" + item.id} (id ${item.id})${why}`;
     this.el.dataset.votes = String(item.votes);
+    this.el.dataset.badge = item.badge ?? "";
+    this.badge.textContent = item.badge === "new" ? "new" : item.badge === "rejected" ? "rejected" : "";
+    this.badge.title = item.badge === "new"
+      ? "new in this round: not among the previous results"
+      : item.badge === "rejected" ? "your positive, but the model does not accept it" : "";
   }
 
   state(label: number, selected: boolean, cursor: boolean): void {

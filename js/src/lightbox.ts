@@ -103,7 +103,7 @@ export class Lightbox {
       facts.append(Object.assign(document.createElement("dd"), { textContent: v }));
     };
     add("rank", d.rank === null ? "not in the results" : `${d.rank + 1}`);
-    add("votes", d.n_boxes ? `${d.votes ?? d.boxes.length} of ${d.n_boxes} boxes` : "\u2013 (no model yet)");
+    add("votes", d.n_boxes ? `${d.votes ?? d.boxes.length} of ${d.n_boxes} box${d.n_boxes === 1 ? "" : "es"}` : "\u2013 (no model yet)");
     // the score the grid shows and sorts by
     add("score", d.rank_score === null || d.rank_score === undefined ? "\u2013" : fmt(d.rank_score, 2));
     add("similarity", d.similarity === null ? "\u2013 (no query)" : `${fmt(d.similarity, 2)} to the query`);
@@ -114,7 +114,9 @@ export class Lightbox {
       head.className = "cb-why-head";
       head.textContent = d.boxes.length
         ? `Why it matched: inside ${d.boxes.length} of the model's ${d.n_boxes} box${d.n_boxes > 1 ? "es" : ""}`
-        : "Not inside any box of the model";
+        : d.label > 0 && d.rank !== null
+          ? "Not inside any box of the model: shown because you marked it positive"
+          : "Not inside any box of the model";
       why.append(head);
       const list = document.createElement("ul");
       list.className = "cb-boxes";

@@ -65,10 +65,12 @@ export class StatusLine {
     if (before) {
       what = total < n ? `browsing a random sample of ${NF.format(total)} \u00b7 no search yet` : "browsing the catalogue in random order \u00b7 no search yet";
     } else if (kind === "knn") {
-      what = "nearest neighbours of the query";
+      // a "more like these" search clears the text: the query is the examples then
+      const q = (m.get("user_query") ?? "").trim();
+      what = q ? `nearest neighbours of \u201c${q}\u201d` : "nearest neighbours of your examples";
     } else if (kind === "refined") {
       const b = m.get("n_boxes");
-      what = `accepted by the model (${plural(b, "box", "boxes")}, round ${m.get("rounds")}, ${m.get("search_path")} search)`;
+      what = `accepted by the model (${plural(b, "box", "boxes")}, round ${m.get("rounds")})`;
     } else what = kind;
     if (box >= 0) what = `${what} \u00b7 showing the ${NF.format(shown)} in box ${box}`;
     if (box === LABELLED) what = `${what} \u00b7 showing your ${NF.format(shown)} labelled images`;
@@ -79,7 +81,9 @@ export class StatusLine {
     this.round.title = this.round.textContent;
     const t = m.get("timings") ?? {};
     const parts: string[] = [];
-    const names: [string, string][] = [["fit_ms", "fit"], ["search_ms", "search"], ["rank_ms", "rank"], ["thumbs_ms", "thumbnails"]];
+    // how the catalogue was searched (scan, index, SQL) goes with the developer's timings
+    const how = kind === "refined" && m.get("search_path") ? `search (${m.get("search_path")})` : "search";
+    const names: [string, string][] = [["fit_ms", "fit"], ["search_ms", how], ["rank_ms", "rank"], ["thumbs_ms", "thumbnails"]];
     for (const [k, name] of names) if (k in t) parts.push(`${name} ${ms(t[k])}`);
     if ("total_ms" in t) parts.unshift(`took ${ms(t.total_ms)}`);
     if (this.lastRoundTrip !== null) parts.push(`round trip ${ms(this.lastRoundTrip)}`);

@@ -10,6 +10,9 @@ export type Bytes = DataView | ArrayBuffer | Uint8Array;
 export interface Item {
   id: number;
   votes: number;
+  /** "new": not among the previous round's results; "rejected": a positive
+   * of yours the model does not accept (shown anyway); "" for neither. */
+  badge: "" | "new" | "rejected";
   /** The rank-order score (votes + closeness for refined results, similarity for
    * neighbours): never increasing in grid order; null where nothing is ranked. */
   score: number | null;

@@ -16,15 +16,12 @@ import { commandOf, type Command } from "./keys";
 import { Lightbox } from "./lightbox";
 import { Overlay, buildHelp } from "./overlay";
 import { Pager } from "./pager";
+import { Banner, FacetBar } from "./panels";
 import { StatusLine } from "./status";
+import { Toolbar } from "./toolbar";
 import type { Label, State } from "./types";
 
 const NF = new Intl.NumberFormat("en-US");
-/** user_box value of the "labelled" view (every labelled image, positives first). */
-const LABELLED = -2;
-/** How long the Reset button waits for its confirming second click. */
-const CONFIRM_MS = 4000;
-const NO_TEXT = "This catalogue has no text encoder: Shift+click images (or mark positives), then More like these";
 
 type Part = "items" | "summary" | "facets" | "error";
 
@@ -35,37 +32,24 @@ function el<K extends keyof HTMLElementTagNameMap>(tag: K, cls = "", text = ""):
   return e;
 }
 
-function button(text: string, cls: string, title: string): HTMLButtonElement {
-  const b = el("button", `cb-btn ${cls}`, text);
-  b.type = "button";
-  b.title = title;
-  return b;
-}
-
 class View {
   private readonly root: HTMLDivElement;
+  private readonly toolbar: Toolbar;
   private readonly query: HTMLInputElement;
-  private readonly searchBtn: HTMLButtonElement;
-  private readonly moreBtn: HTMLButtonElement;
-  private readonly refineBtn: HTMLButtonElement;
-  private readonly resetBtn: HTMLButtonElement;
   private readonly status: StatusLine;
-  private readonly banner: HTMLDivElement;
-  private readonly bannerText: HTMLSpanElement;
+  private readonly banner: Banner;
   private readonly pagers: Pager[];
   private readonly gridWrap: HTMLDivElement;
   private readonly empty: HTMLDivElement;
-  private readonly facetBar: HTMLDivElement;
+  private readonly facetBar: FacetBar;
   private readonly help: HTMLDivElement;
   private readonly overlay: Overlay;
   private readonly grid: Grid;
   private readonly lightbox: Lightbox;
   private readonly actions: Actions;
   private cursor: number | null = null;
-  private dismissedError = "";
-  private notice = ""; // a front-end message in the banner (export done, ...)
-  private resetTimer: number | undefined;
   private dirty = new Set<Part>();
+  private readonly parts: Part[] = ["items", "summary", "facets", "error"];
   private scrollToGrid = false;
   private gridMin = 0;
   private gridWidth = -1;
@@ -89,56 +73,25 @@ class View {
     // keep JupyterLab / Notebook 7 command-mode shortcuts (1 = markdown, ...) away from the grid
     this.root.setAttribute("data-lm-suppress-shortcuts", "true");
 
-    // toolbar
-    const form = el("form", "cb-toolbar");
-    this.query = el("input", "cb-query");
-    this.query.type = "search";
-    this.query.setAttribute("aria-label", "search query");
-    this.query.value = model.get("user_query") ?? "";
-    this.searchBtn = button("Search", "cb-primary cb-search", "Search (Enter)");
-    this.searchBtn.type = "submit";
-    this.moreBtn = button("More like these", "cb-more", "Search by the selected images, else by the positives (m)");
-    this.refineBtn = button("Refine", "cb-primary cb-refine", "Train on your labels and search the whole catalogue (r)");
-    this.resetBtn = button("Reset", "cb-reset", "Forget labels and results (asks first)");
-    const exportBtn = button("Export", "cb-export", "Write every result (id, path, votes, score, label) to a CSV file beside the notebook");
-    const helpBtn = button("?", "cb-help-btn", "Keyboard shortcuts (?)");
-    form.append(this.query, this.searchBtn, this.moreBtn, this.refineBtn, exportBtn, this.resetBtn, helpBtn);
-    form.addEventListener("submit", (e) => {
-      e.preventDefault();
-      this.search();
+    this.toolbar = new Toolbar(model.get("user_query") ?? "", {
+      search: () => this.search(),
+      more: () => this.more(),
+      refine: () => this.refine(),
+      export: () => void this.exportResults(),
+      reset: () => this.reset(),
+      help: () => this.toggleHelp(),
+      leaveQuery: () => this.gridFocus(),
     });
-    this.query.addEventListener("keydown", (e) => {
-      e.stopPropagation(); // typing is text, not grid commands
-      if (e.key === "Escape") this.gridFocus();
-    });
-    this.moreBtn.addEventListener("click", () => this.more());
-    this.refineBtn.addEventListener("click", () => this.refine());
-    this.resetBtn.addEventListener("click", () => this.reset());
-    this.resetBtn.addEventListener("blur", () => this.disarmReset());
-    exportBtn.addEventListener("click", () => void this.exportResults());
-    helpBtn.addEventListener("click", () => this.toggleHelp());
+    this.query = this.toolbar.query;
 
     // two fixed-height lines (no wrap: nothing below moves), the banner floats over them
     const info = el("div", "cb-info");
     this.status = new StatusLine();
-    this.banner = el("div", "cb-error-banner");
-    this.banner.setAttribute("role", "alert");
-    this.bannerText = el("span", "cb-error-text");
-    const dismiss = button("\u00d7", "cb-dismiss", "Dismiss");
-    dismiss.addEventListener("click", () => {
-      if (this.notice) this.notice = "";
-      else this.dismissedError = this.model.get("error");
-      this.renderError();
-    });
-    this.banner.append(this.bannerText, dismiss);
-    info.append(...this.status.rows, this.banner);
+    this.banner = new Banner(() => this.renderError());
+    info.append(...this.status.rows, this.banner.el);
 
     // per-box facets: how many results each box of the model holds; a click shows one box
-    this.facetBar = el("div", "cb-facets");
-    this.facetBar.addEventListener("click", (e) => {
-      const chip = (e.target as HTMLElement).closest<HTMLElement>(".cb-facet");
-      if (chip) this.showBox(Number(chip.dataset.box));
-    });
+    this.facetBar = new FacetBar((box) => this.showBox(box));
 
     this.grid = new Grid((id) => this.openDetail(id), (id, e) => this.onCellClick(id, e));
     this.grid.el.tabIndex = 0;
@@ -165,7 +118,7 @@ class View {
     this.lightbox.el.tabIndex = -1;
     this.overlay = new Overlay([this.help, this.lightbox.el], () => this.closeOverlays());
 
-    this.root.append(form, info, this.facetBar, this.pagers[0].el, this.gridWrap, this.pagers[1].el);
+    this.root.append(this.toolbar.el, info, this.facetBar.el, this.pagers[0].el, this.gridWrap, this.pagers[1].el);
     host.append(this.root);
     window.addEventListener("keydown", this.onWindowKey, true);
     window.addEventListener("resize", this.onResize);
@@ -184,7 +137,7 @@ class View {
     on(["facets", "box_shown"], () => this.schedule("facets"));
     on(["user_labels"], () => this.renderFacets());
     // the reply of this view's latest action: draw everything that was held back
-    on(["reply"], () => ["items", "summary", "facets", "error"].forEach((p) => this.schedule(p as Part)));
+    on(["reply"], () => this.parts.forEach((p) => this.schedule(p)));
     on(["user_query"], () => {
       if (document.activeElement !== this.query) this.query.value = model.get("user_query");
     });
@@ -244,10 +197,13 @@ class View {
 
   // ---- actions ----
   private async run(action: string, extra: Record<string, unknown> = {}) {
-    this.notice = "";
-    const ack = await this.actions.send(action, extra, READ_ONLY.has(action) ? undefined : this.intent());
+    this.banner.notice = "";
+    const shared = !READ_ONLY.has(action);
+    const ack = await this.actions.send(action, extra, shared ? this.intent() : undefined);
     this.status.lastRoundTrip = ack.ms;
     this.renderSummary();
+    // answered: draw whatever the stale check held back (a no-op when nothing was)
+    if (shared) this.parts.forEach((p) => this.schedule(p));
     return ack;
   }
 
@@ -263,6 +219,9 @@ class View {
 
   private more(ids?: number[]): void {
     if (ids) this.model.set("user_selection", ids);
+    // the query is now these examples: the old text would say otherwise
+    this.model.set("user_query", "");
+    this.query.value = "";
     this.model.set("user_page", 0);
     this.model.set("user_box", -1);
     this.model.save_changes();
@@ -283,22 +242,7 @@ class View {
     void this.run("page");
   }
 
-  private disarmReset(): void {
-    window.clearTimeout(this.resetTimer);
-    this.resetTimer = undefined;
-    this.resetBtn.textContent = "Reset";
-    this.resetBtn.classList.remove("cb-confirm");
-  }
-
   private reset(): void {
-    // next to Refine and it forgets every label: a second click confirms
-    if (this.resetTimer === undefined) {
-      this.resetBtn.textContent = "Really reset?";
-      this.resetBtn.classList.add("cb-confirm");
-      this.resetTimer = window.setTimeout(() => this.disarmReset(), CONFIRM_MS);
-      return;
-    }
-    this.disarmReset();
     this.model.set("user_labels", {});
     this.model.set("user_selection", []);
     this.model.set("user_query", "");
@@ -311,7 +255,7 @@ class View {
 
   private async exportResults(): Promise<void> {
     const ack = await this.run("export", { format: "csv" });
-    this.notice = ack.ok
+    this.banner.notice = ack.ok
       ? `Wrote ${NF.format(ack.count ?? 0)} results to ${ack.path} (in Python: w.export("results.parquet") for Parquet, w.results for a DataFrame)`
       : ack.error || "export failed";
     this.renderError();
@@ -518,10 +462,7 @@ class View {
     const neg = labels.filter((v) => v < 0).length;
     const sel = (this.model.get("user_selection") ?? []).length;
     this.status.renderCounts(pos, neg, sel);
-    this.refineBtn.textContent = `Refine (${pos}+ ${neg}\u2212)`;
-    this.refineBtn.disabled = pos === 0;
-    this.refineBtn.title = pos === 0 ? "Mark at least one image positive first (click it, or press 1)" : "Train on your labels and search the whole catalogue (r)";
-    this.moreBtn.disabled = sel === 0 && pos === 0;
+    this.toolbar.renderCounts(pos, neg, sel);
   }
 
   private renderSummary(): void {
@@ -530,47 +471,16 @@ class View {
   }
 
   private renderPlaceholder(): void {
-    // without a text encoder (precomputed embeddings), queries are by example images
-    const text = this.model.get("text_search");
-    this.query.placeholder = text ? "Describe what you are looking for\u2026" : NO_TEXT;
-    this.query.disabled = !text;
-    this.query.title = text ? "" : NO_TEXT;
-    this.searchBtn.disabled = !text;
-    this.searchBtn.title = text ? "Search (Enter)" : NO_TEXT;
+    this.toolbar.renderTextSearch(this.model.get("text_search"));
   }
 
   private renderFacets(): void {
-    const facets = this.model.get("facets") ?? [];
-    const shown = this.model.get("box_shown");
-    const nLabels = Object.keys(this.labels()).length;
-    // always there (a row that appears after the first label would push the grid down)
-    const chips: HTMLElement[] = [];
-    const chip = (box: number, text: string, title: string) => {
-      const b = button(text, "cb-facet", title);
-      b.dataset.box = String(box);
-      b.classList.toggle("cb-facet-on", box === shown);
-      b.setAttribute("aria-pressed", String(box === shown));
-      chips.push(b);
-    };
-    chips.push(el("span", "cb-facets-label", "show:"));
-    chip(-1, `all ${NF.format(this.model.get("total"))}`, "Show every result");
-    chip(LABELLED, `labelled ${NF.format(nLabels)}`, "Show every image you labelled, positives first");
-    if (facets.length) chips.push(el("span", "cb-facets-label", "boxes:"));
-    for (const f of facets) {
-      chip(f.box, `#${f.box} \u00b7 ${NF.format(f.count)}`,
-        `Box ${f.box} on dimensions ${f.dims.join(", ")}: ${f.count} results inside (click to show only these)`);
-    }
-    this.facetBar.replaceChildren(...chips);
+    const m = this.model;
+    this.facetBar.render(m.get("facets") ?? [], m.get("box_shown"), m.get("total"), Object.keys(this.labels()).length);
   }
 
   private renderError(): void {
-    const err = this.model.get("error");
-    const labels = Object.values(this.labels());
-    const showError = !!err && err !== this.dismissedError;
-    this.banner.hidden = !this.notice && !showError;
-    this.banner.classList.toggle("cb-notice", !!this.notice);
-    if (this.notice) this.bannerText.textContent = this.notice;
-    else if (showError) this.bannerText.textContent = `${err} (your ${labels.length} label${labels.length === 1 ? " is" : "s are"} kept)`;
+    this.banner.render(this.model.get("error"), Object.keys(this.labels()).length);
   }
 
   dispose(): void {
@@ -578,7 +488,7 @@ class View {
     window.removeEventListener("keydown", this.onWindowKey, true);
     window.removeEventListener("resize", this.onResize);
     for (const u of this.unsubs) u();
-    this.disarmReset();
+    this.toolbar.disarmReset();
     this.status.dispose();
     this.actions.dispose();
     this.grid.dispose();

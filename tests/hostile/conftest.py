@@ -16,9 +16,9 @@ import collections
 import json
 import os
 import select
-import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -57,6 +57,24 @@ def outcomes() -> Outcomes:
     return _OUTCOMES
 
 
+@pytest.fixture
+def tmp_path():
+    """A private temporary folder, removed after the test.
+
+    Not pytest's: a concurrent pytest session of the same user prunes old
+    ``pytest-of-<user>/pytest-N`` folders, which would delete files under a
+    child that is still writing them (seen as a missing result).
+    """
+    with tempfile.TemporaryDirectory(prefix="clipbranches-hostile-") as d:
+        yield Path(d)
+
+
+@pytest.fixture(scope="session")
+def session_dir():
+    with tempfile.TemporaryDirectory(prefix="clipbranches-hostile-session-") as d:
+        yield Path(d)
+
+
 def pytest_terminal_summary(terminalreporter):
     counts = _OUTCOMES.counts
     if not counts:
@@ -76,6 +94,11 @@ def pytest_terminal_summary(terminalreporter):
         + f"{sum(total.values()):>19}"
         + "".join(f"{total[o]:>19}" for o in OUTCOMES)
     )
+    tr.write_line(
+        "crash: a signal, a traceback, or an error naming neither the file nor the "
+        "parameter; silent acceptance: bad input taken (or wrong data read) without a word; "
+        "data loss: a result that is neither the previous state nor a complete run"
+    )
     for (area, outcome), ex in sorted(_OUTCOMES.examples.items()):
         for e in ex:
             tr.write_line(f"  {area} / {outcome}: {e}")
@@ -89,7 +112,9 @@ class Forker:
 
     def __init__(self, log: Path):
         env = dict(os.environ, OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="2", MKL_NUM_THREADS="1")
-        env["PYTHONPATH"] = os.pathsep.join([str(HERE), str(HERE.parent), env.get("PYTHONPATH", "")])
+        env["PYTHONPATH"] = os.pathsep.join(
+            [str(HERE), str(HERE.parent), env.get("PYTHONPATH", "")]
+        )
         self._log = open(log, "ab")  # noqa: SIM115 - open for the whole session
         self.proc = subprocess.Popen(
             [sys.executable, str(HERE / "hostile_child.py")],
@@ -97,17 +122,27 @@ class Forker:
             stdout=subprocess.PIPE,
             stderr=self._log,
             env=env,
-            text=True,
-            bufsize=1,
+            bufsize=0,
         )
+        self._buf = b""
 
     def _line(self, timeout: float) -> dict | None:
-        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
-        if not ready:
-            return None
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f"the helper process died (rc {self.proc.poll()})")
+        """The next JSON line from the helper, or None after ``timeout`` seconds.
+
+        Read from the raw pipe with a buffer of our own: a buffered reader
+        may hold a line that ``select`` then never reports.
+        """
+        deadline = time.monotonic() + timeout
+        fd = self.proc.stdout.fileno()
+        while b"\n" not in self._buf:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                return None
+            data = os.read(fd, 1 << 16)
+            if not data:
+                raise RuntimeError(f"the helper process died (rc {self.proc.poll()})")
+            self._buf += data
+        line, self._buf = self._buf.split(b"\n", 1)
         return json.loads(line)
 
     def run(self, jobs, *, kill_after: float | None = None, timeout: float = 60.0) -> list[dict]:
@@ -118,19 +153,13 @@ class Forker:
         the one that ended it (None when it exited), ``hang`` True when it was
         still running after ``timeout`` (and was then killed).
         """
-        self.proc.stdin.write(json.dumps({"jobs": jobs}) + "\n")
-        self.proc.stdin.flush()
-        pids = self._line(60)["pids"]
-        if kill_after is not None:
-            time.sleep(kill_after)
-            for pid in pids:
-                os.kill(pid, signal.SIGKILL)  # a finished child is a zombie: no error
-        done = self._line(timeout)
-        hang = done is None
-        if hang:
-            for pid in pids:
-                os.kill(pid, signal.SIGKILL)
-            done = self._line(60)
+        cmd = {"jobs": jobs, "kill_after": kill_after, "timeout": timeout}
+        self.proc.stdin.write((json.dumps(cmd) + "\n").encode())
+        # the helper kills (its own, unreaped) children: never a reused pid
+        done = self._line(timeout + 120)
+        if done is None:
+            raise RuntimeError("the helper process stopped answering")
+        hang = done["hang"]
         out = []
         for job, status in zip(jobs, done["statuses"]):
             result = None
@@ -157,7 +186,7 @@ class Forker:
 
     @staticmethod
     def died(status: dict) -> str | None:
-        """"crash" / "hang" for a child that died of a signal or never ended, else None."""
+        """ "crash" / "hang" for a child that died of a signal or never ended, else None."""
         if status["hang"]:
             return "hang"
         if status["signal"] is not None or status["code"] != 0 or status["result"] is None:
@@ -175,9 +204,8 @@ class Forker:
 
 
 @pytest.fixture(scope="session")
-def forker(tmp_path_factory):
-    log = tmp_path_factory.mktemp("hostile") / "children.log"
+def forker(session_dir):
+    log = session_dir / "children.log"
     f = Forker(log)
     yield f
     f.close()
-

@@ -20,7 +20,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import sys
+import time
 import traceback
 from pathlib import Path
 
@@ -79,11 +81,19 @@ def index_state(path, codes) -> str | list:
 # ---------------------------------------------------------------- jobs
 
 
-def _embedder():
-    import torch
+_EMBEDDER = []
 
-    torch.set_num_threads(1)  # one core per child: the machine is shared
-    return ClipEmbedder(register_tiny_model(), None, batch_size=4, num_workers=1)
+
+def _embedder():
+    """The tiny model, made once in the helper before it forks (seconds saved per
+    child). One torch thread (OMP_NUM_THREADS=1 too): no thread pool exists at
+    the fork, so the children may run the model."""
+    if not _EMBEDDER:
+        import torch
+
+        torch.set_num_threads(1)
+        _EMBEDDER.append(ClipEmbedder(register_tiny_model(), None, batch_size=4, num_workers=1))
+    return _EMBEDDER[0]
 
 
 def build(source, out, chunk_size=8):
@@ -175,6 +185,8 @@ def open_catalogue(path):
             "uris": None if cat.uris is None else [str(u) for u in np.asarray(cat.uris)],
             "failed": cat.failed,
             "compressor": cat.compressor.to_dict() is not None,
+            "identity": {k: type(v).__name__ for k, v in cat.identity.items()},
+            "decoded": _digest(np.round(cat.compressor.inverse_transform(cat.codes[:4]), 3)),
         }
         return {"ok": got}
     except Exception as e:  # noqa: BLE001 - classified by the test
@@ -191,6 +203,25 @@ def widget_save(path, out):
     return True
 
 
+def die_at(job, kwargs, nth, calls=("replace", "rename", "fsync")):
+    """Run the job ``job``, exiting at once (no cleanup, as kill -9) just before
+    the ``nth`` call of one of the ``os`` functions ``calls`` (0: never);
+    returns how many calls a full run made."""
+    count = [0]
+    for name in calls:
+        real = getattr(os, name)
+
+        def wrapper(*args, _real=real, **kw):
+            count[0] += 1
+            if count[0] == nth:
+                os._exit(137)
+            return _real(*args, **kw)
+
+        setattr(os, name, wrapper)
+    JOBS[job](**kwargs)
+    return count[0]
+
+
 JOBS = {
     f.__name__: f
     for f in (
@@ -203,6 +234,7 @@ JOBS = {
         images_pipeline,
         open_catalogue,
         widget_save,
+        die_at,
     )
 }
 
@@ -222,7 +254,36 @@ def _run(job: dict) -> int:
     return 0
 
 
+def _wait(pids, kill_after, timeout) -> tuple[list, bool]:
+    """Wait for our children (kill -9 them after ``kill_after`` s, or after
+    ``timeout`` s as hung); a pid is only signalled before it is reaped."""
+    start = time.monotonic()
+    statuses, killed, hang = {}, False, False
+    while len(statuses) < len(pids):
+        for pid in pids:
+            if pid not in statuses:
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    statuses[pid] = status
+        elapsed = time.monotonic() - start
+        late = elapsed > timeout
+        if (kill_after is not None and elapsed >= kill_after and not killed) or late:
+            for pid in pids:
+                if pid not in statuses:
+                    os.kill(pid, signal.SIGKILL)
+            killed, hang = True, hang or late
+            if late:
+                timeout = float("inf")
+        time.sleep(0.002)
+    return [statuses[p] for p in pids], hang
+
+
 def serve() -> None:
+    from PIL import Image
+
+    # one forward pass before any fork: torch's lazy initialisation is then done
+    # once, not in every child (the decode threads are joined when it returns)
+    _embedder().embed_images([Image.new("RGB", (32, 32))])
     for line in sys.stdin:
         cmd = json.loads(line)
         pids = []
@@ -235,9 +296,8 @@ def serve() -> None:
                 finally:
                     os._exit(code)
             pids.append(pid)
-        print(json.dumps({"pids": pids}), flush=True)
-        statuses = [os.waitpid(p, 0)[1] for p in pids]
-        print(json.dumps({"statuses": statuses}), flush=True)
+        statuses, hang = _wait(pids, cmd.get("kill_after"), cmd.get("timeout", 60.0))
+        print(json.dumps({"statuses": statuses, "hang": hang}), flush=True)
 
 
 if __name__ == "__main__":

@@ -250,12 +250,24 @@ def run_to_widget(page):
         }""",
         timeout=60_000,
     )
-    page.locator(".jp-Notebook .jp-Cell").first.click()
-    page.keyboard.press("Escape")  # command mode
-    for _ in range(WIDGET_CELL + 1):
-        page.keyboard.press("Shift+Enter")
     root = page.locator(".cb-root")
-    expect(root.locator(".cb-cell").first).to_be_visible(timeout=90_000)
+    for attempt in range(2):
+        page.locator(".jp-Notebook .jp-Cell").first.click()
+        page.keyboard.press("Escape")  # command mode
+        for _ in range(WIDGET_CELL + 1):
+            page.keyboard.press("Shift+Enter")
+        try:
+            expect(root.locator(".cb-cell").first).to_be_visible(timeout=60_000)
+            return root
+        except AssertionError:
+            # a Shift+Enter can be lost while the notebook is still settling (seen in
+            # Notebook 7 now and then): run the cells once more, from the first
+            if attempt:
+                raise
+            counts = page.eval_on_selector_all(
+                ".jp-Notebook .jp-InputPrompt", "els => els.map(e => e.textContent.trim())"
+            )
+            print(f"the widget did not appear; input prompts: {counts}; running again")
     return root
 
 
@@ -295,21 +307,37 @@ def widget_top(page) -> float:
     return page.evaluate("document.querySelector('.cb-root').getBoundingClientRect().top")
 
 
-def timed_refine(page, round_no: int) -> float:
-    """Click Refine and return the ms until the grid shows round ``round_no``."""
+def timed_refine(page, round_no: int, keys: tuple[str, ...] = ()) -> float:
+    """Click Refine (or, with ``keys``, press them: the last one is ``r``) and return
+    the ms from that click or key to the grid showing round ``round_no``."""
     page.evaluate(
-        """(n) => {
+        """([n, byKey]) => {
             const root = document.querySelector('.cb-root');
-            const t = window.__cbRefine = {t0: performance.now(), t1: null};
-            const done = () => root.querySelector('.cb-kind').textContent.includes(`round ${n},`);
+            const t = window.__cbRefine = {t0: null, t1: null};
+            const done = () => root.querySelector('.cb-kind').textContent.includes(`round ${n})`);
             const obs = new MutationObserver(() => {
-                if (t.t1 === null && done()) { t.t1 = performance.now(); obs.disconnect(); }
+                if (t.t1 === null && t.t0 !== null && done()) {
+                    t.t1 = performance.now();
+                    obs.disconnect();
+                }
             });
             obs.observe(root, {subtree: true, childList: true, characterData: true});
-            root.querySelector('.cb-refine').click();
+            if (!byKey) {
+                t.t0 = performance.now();
+                root.querySelector('.cb-refine').click();
+                return;
+            }
+            const onKey = (e) => {
+                if (e.key !== 'r') return;
+                t.t0 = performance.now();
+                window.removeEventListener('keydown', onKey, true);
+            };
+            window.addEventListener('keydown', onKey, true);
         }""",
-        round_no,
+        [round_no, bool(keys)],
     )
+    for key in keys:
+        page.keyboard.press(key)
     page.wait_for_function("window.__cbRefine.t1 !== null", timeout=120_000)
     return page.evaluate("window.__cbRefine.t1 - window.__cbRefine.t0")
 
@@ -363,6 +391,35 @@ def record_timing(shots: pathlib.Path, name: str, ms: float) -> None:
     data[name] = round(ms)
     path.write_text(json.dumps(data, indent=1))
     print(f"refine timing: {name}: {ms:.0f} ms")
+
+
+def round_badges_appear(page, kernel, before: list[int]) -> None:
+    """After a refine: "new" on the items not among ``before`` (the results shown
+    before it), "rejected" on the positives the model does not accept; each
+    visible over its image, in the colours of the theme with a readable contrast."""
+    want = kernel.eval("[it['badge'] for it in w.items]")
+    shown = page.evaluate("""() => {
+        const lin = (v) => (v /= 255) <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4;
+        const lum = (c) => { const [r, g, b] = c.match(/[\\d.]+/g).slice(0, 3).map(Number).map(lin);
+            return 0.2126 * r + 0.7152 * g + 0.0722 * b; };
+        return [...document.querySelectorAll('.cb-root .cb-cell')].map((e) => {
+            const b = e.querySelector('.cb-badge'), st = getComputedStyle(b);
+            const [hi, lo] = [lum(st.color), lum(st.backgroundColor)].sort((x, y) => y - x);
+            return {id: Number(e.dataset.id), badge: e.dataset.badge || '', text: b.textContent,
+                    visible: st.display !== 'none' && b.offsetWidth > 0 && b.offsetHeight > 0,
+                    contrast: (hi + 0.05) / (lo + 0.05), label: e.dataset.label};
+        }); }""")
+    assert [c["badge"] for c in shown] == want, (shown, want)
+    assert any(c["badge"] for c in shown), "a refine that shows new items badges none"
+    for c in shown:
+        if c["badge"] == "new":
+            assert c["id"] not in before and c["visible"] and c["text"] == "new", c
+        elif c["badge"] == "rejected":
+            assert c["label"] == "1" and c["visible"] and c["text"] == "rejected", c
+        else:
+            assert not c["visible"] and c["id"] in before, c
+        if c["visible"]:
+            assert c["contrast"] >= 4.5, f"badge of {c['id']}: contrast {c['contrast']:.1f}"
 
 
 def test_search_click_refine_in_jupyterlab(tmp_path):
@@ -517,6 +574,7 @@ def test_search_click_refine_in_jupyterlab(tmp_path):
                 else:
                     assert mark == "", f"cell {i} is new but carries an old node's mark"
             assert any(i in knn for i, _, _ in after)  # the positives are shown again
+            round_badges_appear(page, kernel, knn)
             # labelled items that are still shown keep their marks
             for i in set(positives) & set(refined):
                 expect(root.locator(f'.cb-cell[data-id="{i}"]')).to_have_attribute(
@@ -575,9 +633,15 @@ def test_search_click_refine_in_jupyterlab(tmp_path):
                     30,
                 )
 
-                # lightbox: full image and why it matched
-                root.locator(f'.cb-cell[data-id="{first}"]').hover()
-                root.locator(f'.cb-cell[data-id="{first}"] .cb-open').click()
+                # lightbox: full image and why it matched, for the first image inside a
+                # box (a refine also keeps the positives its boxes miss)
+                in_a_box = kernel.eval(
+                    f"[i for i, v in zip({refined}, w.model.boxes_.contains("
+                    f"w.catalogue.codes[{refined}]).any(axis=1).tolist()) if v]"
+                )
+                target = in_a_box[0]
+                root.locator(f'.cb-cell[data-id="{target}"]').hover()
+                root.locator(f'.cb-cell[data-id="{target}"] .cb-open').click()
                 box = page.locator(".cb-lightbox")
                 expect(box).to_be_visible()
                 expect(box.locator(".cb-why")).to_contain_text("votes")
@@ -604,6 +668,28 @@ def test_search_click_refine_in_jupyterlab(tmp_path):
             ms = timed_refine(page, 2)
             record_timing(shots, "JupyterLab, later refine", ms)
             assert root.locator(".cb-cell").count() > 0
+
+            # Export: every result to a CSV beside the notebook, said in the banner
+            root.locator(".cb-export").click()
+            notice = root.locator(".cb-error-banner.cb-notice")
+            expect(notice).to_contain_text("Wrote", timeout=30_000)
+            written = re.search(r"to (\S+\.csv)", notice.inner_text()).group(1)
+            assert kernel.eval(f"len(__import__('pandas').read_csv({written!r})) == len(w.results)")
+            notice.locator(".cb-dismiss").click()
+            expect(notice).to_be_hidden()
+
+            # Reset asks first: one click changes nothing, a second one starts over
+            labels_now = kernel.state()["labels"]
+            root.locator(".cb-reset").click()
+            expect(root.locator(".cb-reset")).to_have_text("Really reset?")
+            time.sleep(0.5)
+            assert kernel.state()["labels"] == labels_now and labels_now
+            root.locator(".cb-reset").click()
+            expect(root.locator(".cb-kind")).to_contain_text("browsing", timeout=30_000)
+            reset = kernel.state()
+            assert reset["labels"] == {} and not reset["has_model"]
+            assert kernel.eval("w.rounds == w.session.rounds == 0")
+            expect(root.locator(".cb-total")).to_have_text("300 images")
             assert not errors, f"JavaScript errors in the page: {errors}"
         except Exception:
             page.screenshot(path=str(shots / "failure.png"))
@@ -632,6 +718,7 @@ def test_click_and_keys_in_notebook7(tmp_path):
         kernel = Kernel(base, runtime)
         try:
             page.wait_for_function("document.body.dataset.jpThemeLight === 'false'")
+            details_open_in_the_viewport(page, root)
             ids = dom_ids(page)
             root.locator(f'.cb-cell[data-id="{ids[0]}"] img').click()
             expect(root.locator(f'.cb-cell[data-id="{ids[0]}"]')).to_have_attribute(
@@ -672,29 +759,29 @@ def test_click_and_keys_in_notebook7(tmp_path):
                 30,
             )
 
-            ms = timed_refine(page, 1)
-            record_timing(shots, "Notebook 7, first refine (cold numba cache)", ms)
+            # `→1 →1 →1 →2 r` with no waits (on page 2, unlabelled images): the model
+            # trains on every label, the last one included
+            page2 = dom_ids(page)
+            keys = ("ArrowRight", "1", "ArrowRight", "1", "ArrowRight", "1", "ArrowRight", "2")
+            ms = timed_refine(page, 1, keys=(*keys, "r"))
+            record_timing(shots, "Notebook 7, first refine (cold numba cache, seconds in)", ms)
+            expected.update({str(page2[k]): v for k, v in zip(range(4), (1, 1, 1, -1))})
             assert kernel.state()["kind"] == "refined"
-
-            # `Home 1 →1 →1 →2 r` with no waits: the model trains on all four new labels
-            refined = dom_ids(page)
-            assert len(refined) >= 4, refined
-            root.locator(".cb-grid").focus()
-            for key in ("Home", "1", "ArrowRight", "1", "ArrowRight", "1", "ArrowRight", "2"):
-                page.keyboard.press(key)
-            page.keyboard.press("r")
-            expected.update({str(refined[k]): v for k, v in zip(range(4), (1, 1, 1, -1))})
-            expect(root.locator(".cb-kind")).to_contain_text("round 2,", timeout=60_000)
             expect(root.locator(".cb-counts")).to_have_attribute(
                 "data-positive", str(sum(v > 0 for v in expected.values()))
             )
             assert kernel.state()["labels"] == expected
             # the model is the one these labels give (a replay), not one of fewer labels
             assert kernel.eval(
-                "(lambda s: (s.set_labels(w.labels), setattr(s, 'rounds', 1), s.refine(),"
+                "(lambda s: (s.set_labels(w.labels), s.refine(),"
                 " s.model.boxes_ == w.model.boxes_)[-1])"
                 "(__import__('clipbranches_widget').Session(w.catalogue))"
             )
+            expect(root.locator(".cb-round")).to_contain_text(re.compile("your 6 positives"))
+            assert root.locator(".cb-cell").count() > 0  # never an empty grid
+            # refined from the browse view (no search before): every item is new, in
+            # badges readable in the dark theme
+            round_badges_appear(page, kernel, [])
             widget_shot(page, root, shots / "widget-dark.png")
             first = dom_ids(page)[0]
             root.locator(f'.cb-cell[data-id="{first}"] .cb-open').click()
@@ -703,7 +790,7 @@ def test_click_and_keys_in_notebook7(tmp_path):
             page.keyboard.press("Escape")
             expect(page.locator(".cb-lightbox")).to_be_hidden()
 
-            # a refine that accepts nothing: the positives stay in view, and it says so
+            # a refine whose boxes match nothing: never an empty grid, the positives stay
             kernel.run(
                 "_search = w.catalogue.search_boxes\n"
                 "def _nothing(boxes, **kw):\n"
@@ -712,13 +799,15 @@ def test_click_and_keys_in_notebook7(tmp_path):
                 "    return found\n"
                 "w.catalogue.search_boxes = _nothing\n"
             )
-            root.locator(".cb-refine").click()
-            expect(root.locator(".cb-round")).to_contain_text("no matches", timeout=60_000)
+            ms = timed_refine(page, 2)
+            record_timing(shots, "Notebook 7, later refine", ms)
             n_pos = sum(v > 0 for v in expected.values())
-            expect(root.locator(".cb-round")).to_contain_text(f"showing your {n_pos} positives")
-            expect(root.locator(".cb-cell")).to_have_count(len(expected))
-            shown = root.locator(".cb-cell").evaluate_all("els => els.map(e => e.dataset.label)")
-            assert shown == ["1"] * n_pos + ["-1"] * (len(expected) - n_pos)
+            expect(root.locator(".cb-round")).to_contain_text(f"your {n_pos} positives")
+            assert root.locator(".cb-cell").count() > 0
+            positives = sorted(int(i) for i, v in expected.items() if v > 0)
+            assert kernel.eval(
+                f"set({positives}) <= set(w.session.results.ids.tolist()) or w.box_shown == -2"
+            )
             kernel.run("del w.catalogue.search_boxes")
             # Notebook 7's own settings loader throws on the lab-only settings files
             # written above (a TypeError inside notebook_core): not the widget's

@@ -12,6 +12,8 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
+
 from .._atomic import write_text
 from .global_quantizer import GlobalQuantizer
 from .learned import LearnedCompressor  # numpy at import; torch only inside fit
@@ -73,7 +75,69 @@ def compressor_from_dict(data: dict):
             f"compressor: unknown kind {kind!r} in the manifest; this library reads "
             f"{', '.join(map(repr, KINDS))} (a newer clipbranches-widget may read it)"
         )
-    return KINDS[kind].from_dict(data)
+    _check_fields(kind, data)
+    try:
+        compressor = KINDS[kind].from_dict(data)
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+        raise ValueError(
+            f"compressor: expected the to_dict() of a fitted {kind!r} compressor, got a "
+            f"malformed one ({type(exc).__name__}: {exc})"
+        ) from None
+    _check_shapes(compressor)
+    return compressor
+
+
+# the plain array fields of each kind's dict, with their number of dimensions
+# ("learned" packs its arrays and checks them in its from_dict)
+_ARRAY_FIELDS = {
+    "pca": {"mean": 1, "components": 2, "low": 1, "scale": 1},
+    "global": {"mean": 1, "components": 2},
+}
+
+
+def _check_fields(kind: str, data: dict) -> None:
+    for name, ndim in _ARRAY_FIELDS.get(kind, {}).items():
+        value = data.get(name)
+        try:
+            a = np.asarray(value, np.float64)
+        except (TypeError, ValueError):
+            a = None
+        if a is None or a.ndim != ndim or a.size == 0 or not np.isfinite(a).all():
+            shown = "missing" if name not in data else f"{value!r:.40}"
+            raise ValueError(
+                f"compressor.{name}: expected a {ndim}-d array of finite numbers, got {shown}"
+            )
+
+
+def _check_shapes(c) -> None:
+    """The restored arrays agree: mean (d,), components (k, d), low and scale (k,)."""
+    k = c.n_components
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= 255:
+        raise ValueError(f"compressor.params.n_components: expected 1..255, got {k!r}")
+    mean = np.asarray(c.mean_)
+    comps = getattr(c, "components_", None)
+    if mean.ndim != 1 or mean.shape[0] < 1:
+        raise ValueError(f"compressor.mean: expected a 1-d array, got shape {mean.shape}")
+    d = mean.shape[0]
+    if comps is not None:
+        comps = np.asarray(comps)
+        if comps.ndim == 2 and comps.shape[1] != d:
+            raise ValueError(
+                f"compressor.mean: expected {comps.shape[1]} numbers (one per column of "
+                f"compressor.components), got {d}"
+            )
+        if comps.shape != (k, d):
+            raise ValueError(
+                f"compressor.components: expected shape ({k}, {d}) (n_components x "
+                f"features), got {comps.shape}"
+            )
+    for name in ("low", "scale"):
+        a = np.asarray(getattr(c, f"{name}_"))
+        if a.shape != (k,) or not np.isfinite(a).all():
+            raise ValueError(
+                f"compressor.{name}: expected {k} finite numbers (one per code dimension), "
+                f"got shape {a.shape}"
+            )
 
 
 def save_compressor(compressor, path) -> None:

@@ -31,7 +31,7 @@ from .._parallel import INLINE, KERNEL, PARALLEL, numba_threads
 from .._validation import check_codes
 from ..boxes import Boxes
 from ..search.scan import scan_votes
-from ..subsets import default_feature_subsets
+from ..subsets import PAPER_SIZES, REFINE_SIZES, default_feature_subsets
 from .inputs import (
     apply_bins,
     check_n_features,
@@ -256,9 +256,11 @@ class DecisionBranchesClassifier(ClassifierMixin, BaseEstimator):
     ----------
     max_boxes : int, default 30
         Upper bound on the number of boxes.
-    feature_subsets : "paper" or list of tuples of int, default "paper"
-        The subsets a box may constrain; "paper" is 64 x 4, 32 x 6 and 8 x 8
-        dimensions drawn with a fixed seed (see ``default_feature_subsets``).
+    feature_subsets : "paper", "8d" or list of tuples of int, default "paper"
+        The subsets a box may constrain, drawn with a fixed seed (see
+        ``default_feature_subsets``): "paper" is 64 x 4, 32 x 6 and 8 x 8
+        dimensions (the ones the index keeps by default), "8d" 104 subsets of 8
+        dimensions (what ``Session.refine`` uses).
     max_subsets_per_box : int or None, default None
         Try only this many randomly chosen subsets per box (None: all).
     margin : float, default 2.5
@@ -338,12 +340,13 @@ class DecisionBranchesClassifier(ClassifierMixin, BaseEstimator):
 
     def _subsets(self, d):
         if isinstance(self.feature_subsets, str):
-            if self.feature_subsets != "paper":
+            if self.feature_subsets not in ("paper", "8d"):
                 raise ValueError(
-                    f"feature_subsets: expected 'paper' or a list of dimension "
+                    f"feature_subsets: expected 'paper', '8d' or a list of dimension "
                     f"tuples, got {self.feature_subsets!r}"
                 )
-            return default_feature_subsets(d)
+            sizes = PAPER_SIZES if self.feature_subsets == "paper" else REFINE_SIZES
+            return default_feature_subsets(d, sizes=sizes)
         subsets = [tuple(int(j) for j in s) for s in self.feature_subsets]
         if not subsets or any(
             not s or min(s) < 0 or max(s) >= d or len(set(s)) != len(s) for s in subsets

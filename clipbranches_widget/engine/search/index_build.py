@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from .._atomic import replace_dir, temp_sibling, write_text
+from .._atomic import recover_dir, replace_dir, temp_sibling, write_text
 from .._parallel import numba_threads
 from .._validation import check_positive_int
 from ..subsets import default_feature_subsets
@@ -282,15 +282,15 @@ def clean_leftovers(path: Path, keep: Path | None = None) -> list:
     """Remove what killed builds left beside ``path``; returns the removed folders.
 
     A ``.building-*`` folder is a dead build's when no process holds its
-    lock. An ``.old-*`` folder (the previous index, mid-swap) is removed
-    only when no other build is live: a live one may be about to use it.
+    lock. The previous index parked by a build killed mid-swap goes back in
+    place first (``recover_dir``), so a kill never leaves no index at all.
     """
+    recover_dir(path)
     building = sorted(path.parent.glob(f".{path.name}.building-*"))
-    old = sorted(path.parent.glob(f".{path.name}.old-*"))
     live = [f for f in building if f != keep and _is_live(f)]
     stale = [f for f in building if f != keep and f not in live]
-    if not live:
-        stale += old
+    if not live:  # what recover_dir cannot attribute to a process (older versions' names)
+        stale += sorted(path.parent.glob(f".{path.name}.old-*"))
     for f in stale:
         shutil.rmtree(f, ignore_errors=True)
     if stale:
@@ -343,6 +343,7 @@ def write(path: Path, codes, digest, subsets, *, block_size, **build_args) -> fl
 
 def load(path: Path, codes, codes_fingerprint=None):
     """(manifest, arrays) of the complete index at ``path``, checked against ``codes``."""
+    recover_dir(path)  # a build killed between its two renames parked the previous index
     path = Path(path)
     try:
         with open(path / MANIFEST) as fh:

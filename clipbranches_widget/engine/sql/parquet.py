@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .._atomic import atomic_file
+from .._atomic import atomic_file, process_alive
 from .._validation import check_codes, check_positive_int, describe
 
 __all__ = ["DEFAULT_ROW_GROUP_SIZE", "code_columns", "read_parquet_codes", "write_parquet"]
@@ -128,27 +128,16 @@ def write_parquet(
     return path
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's live process
-        return True
-    return True
-
-
 def remove_stale_temporaries(path: Path) -> None:
-    """Remove temporaries of ``path`` that killed writers left: ``.<name>.tmp-<pid>-*``
-    (``_atomic``) and the older ``<name>.partial-<pid>``, when that pid is dead."""
-    tmp_prefix, old_prefix = f".{path.name}.tmp-", f"{path.name}.partial-"
+    """Remove ``<name>.partial-<pid>`` temporaries (this module's older naming) whose
+    writer died; ``_atomic.atomic_file`` sweeps its own ``.<name>.tmp-*`` ones."""
+    prefix = f"{path.name}.partial-"
     for entry in os.scandir(path.parent):
-        for prefix in (tmp_prefix, old_prefix):
-            pid = entry.name[len(prefix) :].split("-")[0] if entry.name.startswith(prefix) else ""
-            if pid.isdigit() and not _pid_alive(int(pid)) and entry.is_file():
-                log.info("removing %s, left by a killed writer", entry.path)
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(entry.path)
+        pid = entry.name[len(prefix) :].split("-")[0] if entry.name.startswith(prefix) else ""
+        if pid.isdigit() and not process_alive(int(pid)) and entry.is_file():
+            log.info("removing %s, left by a killed writer", entry.path)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(entry.path)
 
 
 def _sort_order(codes, sort_by):

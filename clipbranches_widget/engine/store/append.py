@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -31,6 +32,8 @@ __all__ = [
     "embedding_blocks",
     "image_blocks",
     "new_images",
+    "remove_append_work",
+    "reopen_parts",
     "write_rows",
 ]
 
@@ -50,6 +53,7 @@ _MANIFEST_KEYS = {
     "files",
     "dtypes",
     "identity",
+    "checksums",
 }
 
 
@@ -76,6 +80,35 @@ def new_images(cat, source, *, path_column, skip_existing: bool) -> list[str]:
         known.update(f["uri"] for f in cat.failed)
         new = [u for u in new if u not in known]
     return new
+
+
+def reopen_parts(cat) -> dict | None:
+    """The rows of ``cat`` as its folder holds them now (hold the lock), or None
+    when its manifest is unchanged since ``cat`` was opened or last written."""
+    manifest = storage.read_manifest(cat.path)
+    if manifest == cat.manifest:
+        return None
+    if manifest["compressor"] != cat.manifest["compressor"]:
+        raise ValueError(
+            f"append: {str(cat.path)!r} was rebuilt with another compressor since it was "
+            "opened; open it again"
+        )
+    # written by this library under the lock: no need to hash it again
+    fresh = type(cat).open(cat.path, embedder=cat._embedder, verify=False)
+    return {
+        "codes": fresh.codes,
+        "embeddings": fresh.embeddings,
+        "uris": fresh.uris,
+        "manifest": fresh.manifest,
+    }
+
+
+def remove_append_work(cat) -> None:
+    """Remove ``.append.partial`` (hold the lock): a death after an append's
+    commit leaves it, with nothing in it left to add."""
+    if cat.path is not None and os.path.lexists(cat.path / APPEND_WORK):
+        log.info("removing %s, left by an interrupted append", cat.path / APPEND_WORK)
+        shutil.rmtree(cat.path / APPEND_WORK, ignore_errors=True)
 
 
 @contextlib.contextmanager

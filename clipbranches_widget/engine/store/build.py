@@ -150,7 +150,7 @@ def _build_locked(
     )
     commit(work / "catalogue", out, overwrite=overwrite)
     shutil.rmtree(work, ignore_errors=True)
-    failures = storage.read_failed(out)
+    failures = storage.read_failed(out, manifest["counts"]["failed"])
     summary.update(items=manifest["counts"]["items"], failed=len(failures))
     if failures:
         shown = "; ".join(f"{f['uri']}: {f['reason']}" for f in failures[:5])

@@ -231,6 +231,12 @@ class Catalogue(SearchMixin, DiskMixin):
                 + ("both" if source is not None else "neither")
             )
         with output_lock(self.path) if self.path is not None else _no_lock():
+            if self.path is not None:
+                # decide under the lock: another process may have appended since
+                # this catalogue was opened (its items are then not new)
+                fresh = appending.reopen_parts(self)
+                if fresh is not None:
+                    self._adopt(fresh)
             if embeddings is not None:
                 added = self._add(appending.embedding_blocks(self, embeddings, uris))
             else:
@@ -243,6 +249,7 @@ class Catalogue(SearchMixin, DiskMixin):
                 )
                 if not new:
                     log.info("append: no new images")
+                    appending.remove_append_work(self)  # nothing is left to resume
                     return 0
                 with appending.image_blocks(
                     self,
@@ -259,9 +266,14 @@ class Catalogue(SearchMixin, DiskMixin):
     def _add(self, blocks) -> int:
         added, parts = appending.append_blocks(self, blocks)
         if parts is None:  # written on disk: reopen
-            fresh = type(self).open(self.path, embedder=self._embedder)
-            parts = {"codes": fresh.codes, "embeddings": fresh.embeddings, "uris": fresh.uris}
-            self.manifest = fresh.manifest
+            parts = appending.reopen_parts(self)
+        if parts is not None:
+            self._adopt(parts)
+        return added
+
+    def _adopt(self, parts: dict) -> None:
+        """Take new ``codes``/``embeddings``/``uris`` (and ``manifest``) rows."""
+        self.manifest = parts.get("manifest", self.manifest)
         self.codes = parts["codes"]
         self.embeddings = parts.get("embeddings", self.embeddings)
         self.uris = parts.get("uris", self.uris)
@@ -273,7 +285,6 @@ class Catalogue(SearchMixin, DiskMixin):
                 "(searches scan until it is rebuilt)"
             )
         self._searcher = Searcher(self.codes)
-        return added
 
     @classmethod
     def from_clip_retrieval(

@@ -52,7 +52,7 @@ def _fingerprint(uris, settings: dict) -> dict:
 
 
 def _write_atomic(file: Path, write) -> None:
-    with atomic_file(file) as f:
+    with atomic_file(file, sweep=False) as f:  # chunk folders are large; .partial is resumed
         write(f)
 
 

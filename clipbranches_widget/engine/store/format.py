@@ -2,7 +2,8 @@
 
 ::
 
-    manifest.json      format, version, model, compressor, counts, dims, files
+    manifest.json      format, version, model, compressor, counts, dims, files,
+                       identity (uuid, fingerprint of the codes), checksums
     codes.u8           (n, code_dims) uint8, row-major
     embeddings.f16     (n, d) float16, row-major (optional)
     uri_offsets.i64    (n + 1,) int64: URI i is uris.utf8[offsets[i]:offsets[i + 1]]
@@ -14,6 +15,8 @@ manifest, so opening costs the same for 10^3 and 10^8 items. The manifest is
 the commit point: it is written last (write, fsync, rename), and readers trust
 only the rows it counts. Appending writes past the end of the files first and
 then a new manifest; a crash in between leaves extra bytes that nothing reads.
+Files are never links, and their content is checked against the manifest's
+hashes at open when that is cheap (``integrity.py``; ``Catalogue.verify()``).
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ import pyarrow.compute as pc
 
 from .._atomic import write_text
 from ..search.fingerprint import fingerprint
+from .integrity import checksum_segments, open_file
+from .uri_column import UriColumn
 
 __all__ = [
     "FORMAT",
@@ -37,6 +42,7 @@ __all__ = [
     "CatalogueWriter",
     "NotACatalogueError",
     "UriColumn",
+    "open_failed",
     "read_failed",
     "read_manifest",
     "write_manifest",
@@ -81,7 +87,7 @@ def read_manifest(path) -> dict:
             f"{str(path)!r} is not a complete catalogue: it has no {MANIFEST}{hint}"
         )
     try:
-        with open(file, encoding="utf-8") as f:
+        with open_file(file, mode="r", encoding="utf-8") as f:
             manifest = json.load(f)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValueError(
@@ -126,7 +132,6 @@ def _check_manifest(file: Path, manifest: dict) -> None:
             )
     _count(file, manifest, "counts", "items")
     _count(file, manifest, "counts", "failed", required=False)
-    _count(file, manifest, "counts", "uri_bytes", required=False)
     _count(file, manifest, "dims", "code")
     _count(file, manifest, "dims", "embedding")
     for key, name in manifest["files"].items():
@@ -138,6 +143,17 @@ def _check_manifest(file: Path, manifest: dict) -> None:
                 f"{str(file)!r}: expected files.{key} to name a file inside the catalogue "
                 f"folder, got {name!r}"
             )
+    # URIs are read up to counts.uri_bytes: required with them
+    _count(file, manifest, "counts", "uri_bytes", required=bool(manifest["files"].get("uris")))
+    identity = manifest.get("identity")
+    if identity is not None and not (
+        isinstance(identity, dict)
+        and all(isinstance(identity.get(k, ""), str) for k in ("uuid", "fingerprint"))
+    ):
+        raise ValueError(
+            f"{str(file)!r}: expected identity to be an object with string uuid and "
+            f"fingerprint, got {identity!r:.60}: the catalogue is damaged"
+        )
 
 
 def write_manifest(path, manifest: dict) -> None:
@@ -167,26 +183,39 @@ def append_rows(file, rows: np.ndarray, *, start_row: int, dtype) -> None:
     """
     rows = np.ascontiguousarray(rows, dtype=np.dtype(dtype).newbyteorder("<"))
     row_bytes = rows.itemsize * (rows.shape[1] if rows.ndim == 2 else 1)
-    with open(file, "ab") as f:
+    with _open_append(file) as f:
         f.truncate(start_row * row_bytes)
         f.write(rows.tobytes())
         f.flush()
         os.fsync(f.fileno())
 
 
+def _open_append(file):
+    """``file`` for appending, created if missing; never through a link (an
+    append must not write a file outside the catalogue)."""
+    return open_file(file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, "ab")
+
+
 def open_rows(file, dtype, shape) -> np.ndarray:
-    """A read-only memory map of the first ``shape[0]`` rows of a raw array file."""
+    """A read-only memory map of the first ``shape[0]`` rows of a raw array file
+    (a regular file, not a link; it may be longer: a killed append's bytes)."""
     dtype = np.dtype(dtype).newbyteorder("<")
     need = int(np.prod(shape)) * dtype.itemsize
-    size = os.path.getsize(file) if os.path.exists(file) else -1
-    if size < need:
+    if not os.path.lexists(file):
         raise ValueError(
-            f"{str(file)!r}: expected at least {need} bytes for {shape} {dtype}, "
-            f"found {max(size, 0)}: the catalogue is damaged"
+            f"{str(file)!r}: expected {need} bytes for {shape} {dtype}, found no file: "
+            "the catalogue is damaged"
         )
-    if need == 0:
-        return np.zeros(shape, dtype)
-    return np.memmap(file, dtype=dtype, mode="r", shape=tuple(shape))
+    with open_file(file) as f:
+        size = os.fstat(f.fileno()).st_size
+        if size < need:
+            raise ValueError(
+                f"{str(file)!r}: expected at least {need} bytes for {shape} {dtype}, "
+                f"found {size}: the catalogue is damaged"
+            )
+        if need == 0:
+            return np.zeros(shape, dtype)
+        return np.memmap(f, dtype=dtype, mode="r", shape=tuple(shape))
 
 
 def encode_uris(uris) -> tuple[np.ndarray, np.ndarray]:
@@ -229,7 +258,7 @@ def append_uris(path, uris, *, start_row: int, start_byte: int) -> tuple[int, in
         start_row=0 if start_row == 0 else start_row + 1,
         dtype=np.int64,
     )
-    with open(path / URI_BYTES, "ab") as f:
+    with _open_append(path / URI_BYTES) as f:
         f.truncate(start_byte)
         f.write(data.tobytes())
         f.flush()
@@ -243,7 +272,7 @@ def open_uris(path, n: int, n_bytes: int) -> UriColumn:
     offsets = open_rows(path / URI_OFFSETS, np.int64, (n + 1,))
     data = open_rows(path / URI_BYTES, np.uint8, (n_bytes,))
     check_offsets(path / URI_OFFSETS, offsets, n_bytes)
-    return UriColumn(offsets, data)
+    return UriColumn(offsets, data, file=path / URI_BYTES)
 
 
 def check_offsets(file, offsets: np.ndarray, n_bytes: int, block: int = 1 << 22) -> None:
@@ -265,66 +294,6 @@ def check_offsets(file, offsets: np.ndarray, n_bytes: int, block: int = 1 << 22)
                 f"{str(file)!r}: expected non-decreasing offsets within 0..{n_bytes}, got "
                 f"{int(offsets[bad])} at row {bad}: the catalogue is damaged"
             )
-
-
-class UriColumn:
-    """URIs stored as offsets + UTF-8 bytes (memory-mapped): O(1) per item.
-
-    Behaves like a read-only 1-D array of str: ``len``, ``col[i]`` (a str),
-    ``col[ids]`` / ``col[a:b]`` (an object ndarray), iteration,
-    ``np.asarray(col)`` (reads everything).
-    """
-
-    def __init__(self, offsets: np.ndarray, data: np.ndarray):
-        self.offsets = offsets
-        self.data = data
-
-    def __len__(self) -> int:
-        return self.offsets.shape[0] - 1
-
-    @property
-    def shape(self) -> tuple[int]:
-        return (len(self),)
-
-    @property
-    def dtype(self):
-        return np.dtype(object)
-
-    def __getitem__(self, key):
-        if isinstance(key, (int, np.integer)):
-            n = len(self)
-            i = int(key) + n if key < 0 else int(key)
-            if not 0 <= i < n:
-                raise IndexError(f"uri index {int(key)} out of range for {n} items")
-            return bytes(self.data[self.offsets[i] : self.offsets[i + 1]]).decode("utf-8")
-        if isinstance(key, slice):
-            return self.to_numpy(np.arange(len(self))[key])
-        return self.to_numpy(np.asarray(key))
-
-    def __iter__(self):
-        for i in range(len(self)):
-            yield self[i]
-
-    def to_arrow(self, ids=None):
-        arr = pa.LargeStringArray.from_buffers(
-            len(self), pa.py_buffer(self.offsets), pa.py_buffer(self.data)
-        )
-        return arr if ids is None else arr.take(pa.array(np.asarray(ids, np.int64)))
-
-    def to_numpy(self, ids=None) -> np.ndarray:
-        if ids is not None:
-            ids = np.asarray(ids)
-            if ids.dtype == bool:
-                ids = np.flatnonzero(ids)
-            ids = np.where(ids < 0, ids + len(self), ids)
-        return self.to_arrow(ids).to_numpy(zero_copy_only=False).astype(object)
-
-    def __array__(self, dtype=None, copy=None):
-        arr = self.to_numpy()
-        return arr if dtype is None else arr.astype(dtype)
-
-    def __repr__(self) -> str:
-        return f"UriColumn(n={len(self)})"
 
 
 class CatalogueWriter:
@@ -356,6 +325,13 @@ class CatalogueWriter:
         self.n_failed = int(counts.get("failed", 0))
         self.uri_bytes = int(counts.get("uri_bytes", 0))
         self.uuid = uuid or (start or {}).get("identity", {}).get("uuid")
+        # rows already hashed (an append hashes only what it adds)
+        self._old_sums = (start or {}).get("checksums") or {}
+        self._old_rows = {
+            "embeddings": self.n,
+            "uri_offsets": self.n + 1 if self.n else 0,
+            "uris": self.uri_bytes,
+        }
         truncate_lines(self.path / FAILED, self.n_failed)
 
     def add(self, codes: np.ndarray, embeddings=None, uris=None) -> None:
@@ -386,7 +362,8 @@ class CatalogueWriter:
         failures = list(failures)
         if not failures:
             return
-        with open(self.path / FAILED, "a", encoding="utf-8") as f:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
+        with open_file(self.path / FAILED, flags, "a", encoding="utf-8") as f:
             for uri, reason in failures:
                 f.write(json.dumps({"uri": str(uri), "reason": str(reason)}) + "\n")
         self.n_failed += len(failures)
@@ -421,17 +398,33 @@ class CatalogueWriter:
                     open_rows(self.path / CODES, np.uint8, (self.n, self.code_dims))
                 ),
             },
+            "checksums": self._checksums(),
         }
         write_manifest(self.path, manifest)
         return manifest
+
+    def _checksums(self) -> dict:
+        """``[start, stop, hash]`` segments of the other files (see ``integrity``)."""
+        arrays = {}
+        if self.embeddings:
+            arrays["embeddings"] = open_rows(
+                self.path / EMBEDDINGS, np.float16, (self.n, self.n_features)
+            )
+        if self.uris:
+            arrays["uri_offsets"] = open_rows(self.path / URI_OFFSETS, np.int64, (self.n + 1,))
+            arrays["uris"] = open_rows(self.path / URI_BYTES, np.uint8, (self.uri_bytes,))
+        return {
+            key: checksum_segments(a, self._old_sums.get(key), self._old_rows[key])
+            for key, a in arrays.items()
+        }
 
 
 def truncate_lines(file: Path, keep: int) -> None:
     """Cut ``file`` after its first ``keep`` lines: drops what a killed writer added
     past the manifest's count (whole lines and a half-written last one)."""
-    if not file.exists():
+    if not os.path.lexists(file):
         return
-    with open(file, "rb+") as f:
+    with open_file(file, os.O_RDWR, "rb+") as f:
         end = 0
         for _ in range(keep):
             line = f.readline()
@@ -442,9 +435,52 @@ def truncate_lines(file: Path, keep: int) -> None:
             f.truncate(end)
 
 
-def read_failed(path) -> list[dict]:
+def open_failed(path, count: int):
+    """``failed.jsonl``, which must exist when the manifest counts failures."""
     file = Path(path) / FAILED
-    if not file.exists():
+    if not os.path.lexists(file):
+        raise ValueError(
+            f"{str(file)!r}: expected {count} failed inputs (the manifest's counts.failed), "
+            "found no file: the catalogue is damaged"
+        )
+    return open_file(file, mode="rb")
+
+
+def read_failed(path, count: int | None = None) -> list[dict]:
+    """The first ``count`` lines of ``failed.jsonl`` (default: the manifest's
+    counts.failed): lines past them are what a killed writer left, never read."""
+    file = Path(path) / FAILED
+    if count is None:
+        count = int(read_manifest(path)["counts"].get("failed", 0))
+    if count == 0:
         return []
-    with open(file, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    out = []
+    with open_failed(path, count) as f:
+        for i in range(count):
+            line = f.readline()
+            if not line:
+                raise ValueError(
+                    f"{str(file)!r}: expected {count} lines (the manifest's counts.failed), "
+                    f"found {i}: the catalogue is damaged"
+                )
+            out.append(_failure(file, i + 1, line))
+    return out
+
+
+def _failure(file: Path, lineno: int, line: bytes) -> dict:
+    try:
+        item = json.loads(line.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        item, why = None, str(exc)
+    else:
+        why = "not an object with string uri and reason"
+    if not (
+        isinstance(item, dict)
+        and isinstance(item.get("uri"), str)
+        and isinstance(item.get("reason"), str)
+    ):
+        raise ValueError(
+            f'{str(file)!r}: expected a JSON {{"uri", "reason"}} object on line {lineno}, '
+            f"got {line[:60]!r} ({why}): the catalogue is damaged"
+        )
+    return item

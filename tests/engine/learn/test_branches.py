@@ -10,6 +10,7 @@ from clipbranches_widget.engine.learn.branches import (
     grow_box,
 )
 from clipbranches_widget.engine.search.scan import scan
+from clipbranches_widget.engine.subsets import REFINE_SIZES
 
 from twins import grow_box_twin, votes_twin
 
@@ -132,6 +133,19 @@ def test_default_subsets_are_fixed():
     assert a == b and len(a) == 104
     assert sorted({len(s) for s in a}) == [4, 6, 8]
     assert all(max(s) < 5 for s in default_feature_subsets(5))
+
+
+def test_8d_subsets_option(rng):
+    eight = default_feature_subsets(32, sizes=REFINE_SIZES)
+    assert len(eight) == 104 and {len(s) for s in eight} == {8}
+    X = rng.integers(0, 256, (200, 32), dtype=np.uint8)
+    y = (X[:, 0] > 128).astype(int)
+    model = DecisionBranchesClassifier(feature_subsets="8d", random_state=0).fit(X, y)
+    assert model.feature_subsets_ == eight
+    assert model.boxes_.n_boxes > 0
+    assert all(tuple(sorted(int(j) for j in dd)) in set(eight) for dd in model.boxes_.dims)
+    with pytest.raises(ValueError, match="'paper', '8d'"):
+        DecisionBranchesClassifier(feature_subsets="9d").fit(X, y)
 
 
 def test_parallel_box_search_equals_one_subset_at_a_time(rng):

@@ -148,13 +148,13 @@ def test_from_sql_reads_hand_written_where_clauses():
     assert got.bounds(1) == {7: (1, 1)}  # the intersection of the two ranges on c7
 
 
-def small_session(rng, n=1500, d=24, clusters=6):
+def small_session(rng, n=1500, d=24, clusters=6, **session_args):
     centres = rng.standard_normal((clusters, d)) * 3
     which = rng.integers(0, clusters, n)
     X = (centres[which] + rng.standard_normal((n, d))).astype(np.float32)
     X /= np.linalg.norm(X, axis=1, keepdims=True)
     cat = Catalogue.from_embeddings(X, uris=[f"img/{i}.jpg" for i in range(n)])
-    s = Session(cat, k=40)
+    s = Session(cat, k=40, **session_args)
     s.search([int(np.flatnonzero(which == 1)[0])])
     for i in s.page(0).ids.tolist():
         s.label([i], 1 if which[i] == 1 else -1)
@@ -174,11 +174,21 @@ def test_session_export_round_trip(rng, tmp_path):
     # the same from the saved dict (as written by Session.save / to_dict)
     data = json.loads(json.dumps(s.to_dict()))
     assert session_to_sql(data, "photos") == text
-    # the re-imported model finds exactly what the session found
+    # the re-imported boxes find exactly the candidates the session's second
+    # stage scored: its results are the labelled positives plus some of them
+    candidates = cat.search_boxes(back["boxes"]).ids
+    positives = [i for i, v in s.labels.items() if v > 0]
+    assert set(s.results.ids) - set(positives) <= set(candidates.tolist())
+    assert set(positives) <= set(s.results.ids.tolist())
+    assert session_from_sql(s.model.boxes_.to_sql())["labels"] == {}
+
+
+def test_session_export_of_a_boxes_only_session_finds_exactly_its_results(rng):
+    cat, s = small_session(rng, stage=None)
+    back = session_from_sql(session_to_sql(s, "photos"))
     np.testing.assert_array_equal(
         np.sort(cat.search_boxes(back["boxes"]).ids), np.sort(s.results.ids)
     )
-    assert session_from_sql(s.model.boxes_.to_sql())["labels"] == {}
 
 
 def test_session_export_needs_a_model(rng):

@@ -1,0 +1,340 @@
+"""Boxes for recall, a calibrated second stage for precision (issue 15).
+
+``select`` turns the box candidates of one refine into the result set: score
+every candidate with a neighbour vote and a logistic regression (see
+``rescore``), combine the two, keep the user's positives and the unlabelled
+candidates above the expected-F1 cut, rank by score, then similarity to the
+query, then id. ``refine_set`` is what ``Session.refine`` calls: the same
+function on the index path and the scan path (the same candidates), so both
+give the same results.
+
+How the two scores combine is chosen each round from the labels themselves
+(``StageParams.combine="cv"``): every training item gets out-of-sample scores
+(its vote leaves it out, the logistic uses its approximate leave-one-out
+logit); the neighbourhood size and the share of the logistic with the lowest
+Brier score on them win, and a one-feature logistic fitted on the
+out-of-sample scores of the labelled items and of the background items among
+the candidates recalibrates the result (Platt), since the expected-F1 cut
+needs probabilities. The class size it needs is the labelled positives, the
+scores of the candidates, and the logistic probability of the background
+sample outside the boxes, scaled to the catalogue.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..search.ranking import code_scores
+from .rescore import (
+    dimension_weights,
+    expected_f1_cut,
+    fit_logistic,
+    knn_query,
+    knn_tree,
+    knn_votes,
+    linear_scores,
+    logistic_code_model,
+)
+
+__all__ = ["DEFAULT_STAGE", "Selection", "StageParams", "member", "refine_set", "select"]
+
+
+@dataclass(frozen=True)
+class StageParams:
+    """How the second stage scores the candidates.
+
+    ``combine``: "cv" (the default: neighbourhood size from ``k_grid`` and
+    logistic share from ``mix_grid`` with the lowest leave-one-out Brier score
+    on the training items, each round) or "mean" (votes over ``ks`` and the
+    fixed share ``logistic_weight``: 0 votes only, 1 logistic only);
+    ``lam``: L2 penalty of the logistic; ``calibrate``: recalibrate the
+    combined score on the out-of-sample scores of the labelled items and of
+    the background items among the candidates (Platt), when at least
+    ``min_calibration`` positives and as many negatives are labelled and the
+    labelled positives are at most ``calibration_share`` of the expected
+    class size (later, the labels overstate the unlabelled candidates' share
+    of positives). Candidates vote by their exact K nearest training items
+    up to ``exact_limit`` of them (beyond, by the K nearest within their own
+    leaf of the k-d tree: a bounded cost per candidate on huge catalogues).
+    """
+
+    combine: str = "cv"
+    k_grid: tuple = ((5,), (10,))
+    mix_grid: tuple = (0.0, 0.25, 0.5, 0.75, 1.0)
+    ks: tuple = (10,)
+    logistic_weight: float = 0.5
+    lam: float = 1.0
+    calibrate: bool = True
+    min_calibration: int = 5
+    calibration_share: float = 0.5
+    exact_limit: int = 10_000
+
+    def __post_init__(self):
+        if self.combine not in ("cv", "mean"):
+            raise ValueError(f"combine: expected 'cv' or 'mean', got {self.combine!r}")
+        if not 0 <= self.logistic_weight <= 1:
+            raise ValueError(f"logistic_weight: expected 0..1, got {self.logistic_weight!r}")
+
+
+DEFAULT_STAGE = StageParams()
+
+
+@dataclass
+class Selection:
+    ids: np.ndarray  # the result set, ranked
+    scores: np.ndarray  # calibrated score p of each, in [0, 1]
+    in_boxes: np.ndarray  # bool: inside at least one box (else a labelled positive)
+    cut: float  # lowest score of a kept unlabelled item (1.0 when none)
+    expected_precision: float  # of the kept unlabelled items (mean score)
+    expected_class_size: float
+    n_candidates: int
+    combination: dict = field(default_factory=dict)  # this round's ks and coefficients
+    index: np.ndarray = None  # position of each of ids among the candidates
+
+
+def member(ids, sorted_keys) -> np.ndarray:
+    """Boolean mask: which of ``ids`` are in ``sorted_keys`` (sorted, unique).
+    A binary search: np.isin hashes both arrays, which costs more here."""
+    sorted_keys = np.asarray(sorted_keys, np.int64)
+    ids = np.asarray(ids, np.int64)
+    if sorted_keys.size == 0:
+        return np.zeros(ids.shape, bool)
+    lo, hi = int(sorted_keys[0]), int(sorted_keys[-1])
+    if min(ids.size, sorted_keys.size) > 4096 and hi - lo < 64 * (ids.size + sorted_keys.size):
+        table = np.zeros(hi - lo + 1, bool)  # many against many: a lookup table
+        table[sorted_keys - lo] = True
+        inside = (ids >= lo) & (ids <= hi)
+        out = np.zeros(ids.shape, bool)
+        out[inside] = table[ids[inside] - lo]
+        return out
+    at = np.searchsorted(sorted_keys, ids).clip(0, sorted_keys.size - 1)
+    return sorted_keys[at] == ids
+
+
+def _rows_of(ids, keys):
+    """Index of each of ``ids`` in ``keys`` (unique, non-empty), -1 where absent."""
+    order = np.argsort(keys, kind="stable")
+    sk = keys[order]
+    at = np.searchsorted(sk, ids).clip(0, sk.size - 1)
+    return np.where(sk[at] == ids, order[at], -1).astype(np.int64)
+
+
+def _sigmoid(z):
+    return 1.0 / (1.0 + np.exp(-np.asarray(z, np.float64)))
+
+
+def _clipped_logit(p):
+    p = np.clip(np.asarray(p, np.float64), 0.01, 0.99)
+    return np.log(p / (1 - p))
+
+
+def _combiner(params, votes, eta, y, w, n_lab, calib):
+    """``(ks, score(v, eta), recalibrated score or None, coefficients)`` of
+    this round, from the training items' out-of-sample ``votes`` (ks ->
+    array) and logits ``eta`` (labelled items first: ``n_lab`` of them).
+    ``calib``: the rows the recalibration is fitted on, the labelled items and
+    the background items among the candidates (these stand for the
+    unlabelled candidates, whose share of positives falls as the user labels
+    them)."""
+    if params.combine == "mean":
+        ks, lw = tuple(params.ks), float(params.logistic_weight)
+    else:
+        pl = _sigmoid(eta)
+        grid = [(tuple(k), g) for k in params.k_grid for g in params.mix_grid]
+        brier = [float(np.sum(w * ((1 - g) * votes[k] + g * pl - y) ** 2)) for k, g in grid]
+        ks, lw = grid[int(np.argmin(brier))]
+        lw = float(lw)
+
+    def mix(v, e):
+        return (1 - lw) * np.asarray(v, np.float64) + lw * _sigmoid(e)
+
+    coef = {"ks": ks, "logistic_weight": lw}
+    yl = y[:n_lab]
+    if not params.calibrate or min(yl.sum(), yl.size - yl.sum()) < params.min_calibration:
+        return ks, mix, None, coef  # too few of a class among the labels to calibrate on
+    z = _clipped_logit(mix(votes[ks][calib], eta[calib]))
+    a, b = fit_logistic(z[:, None], y[calib], w[calib])
+    coef["platt"] = (float(b), float(a[0]))
+    return ks, mix, (lambda v, e: _sigmoid(b + a[0] * _clipped_logit(mix(v, e)))), coef
+
+
+def select(
+    codes,
+    compressor,
+    candidates,
+    box_ids,
+    train_ids,
+    y,
+    w,
+    positives,
+    labelled,
+    similarity_fn,
+    n_items: int,
+    params: StageParams = DEFAULT_STAGE,
+    in_box=None,
+) -> Selection:
+    """The ranked result set of one refine.
+
+    ``candidates``: box matches plus the labelled positives (sorted ids);
+    ``box_ids``: the box matches alone (sorted); ``train_ids, y, w``: the
+    training set (labelled items first, then background); ``positives`` /
+    ``labelled``: labelled positive ids / all labelled ids (both sorted);
+    ``similarity_fn(ids)``: the similarity that breaks score ties;
+    ``n_items``: catalogue size; ``in_box``: which candidates are box matches
+    (default: looked up in ``box_ids``).
+
+    Training items are scored out of sample everywhere (votes leave the item
+    out, the logistic uses its approximate leave-one-out logit), so a
+    background item among the candidates does not vote for itself.
+    """
+    candidates = np.asarray(candidates, np.int64)
+    train_ids = np.asarray(train_ids, np.int64)
+    y = np.asarray(y, np.float64)
+    w = np.asarray(w, np.float64)
+    options = {tuple(int(k) for k in params.ks)}
+    if params.combine == "cv":
+        options = {tuple(int(k) for k in ks) for ks in params.k_grid}
+    n_lab = np.asarray(labelled).size
+    bg_rows = np.arange(n_lab, train_ids.size)
+    out_rows = bg_rows[~member(train_ids[bg_rows], box_ids)]
+    wdim = dimension_weights(compressor, codes.shape[1])
+    K = min(max(max(ks) for ks in options), max(1, train_ids.size - 1))
+    tree = knn_tree(codes[train_ids], wdim)
+    # the rows that fit the combination (their votes leave them out): every
+    # training item ("cv"), or the labelled ones and the background among the
+    # candidates; the recalibration fits on the latter, which stand for the
+    # candidates it scores
+    c_row = _rows_of(candidates, train_ids)
+    is_cand = np.zeros(train_ids.size, bool)
+    is_cand[c_row[c_row >= 0]] = True
+    near = (np.arange(train_ids.size) < n_lab) | is_cand
+    fit_rows = np.arange(train_ids.size) if params.combine == "cv" else np.flatnonzero(near)
+    # exact votes where the score is used (labelled items, candidates); the
+    # background far from every box (only fitting the combination, and voting
+    # ~0 among its own kind) by its own leaf of the tree, which is cheap
+    exact_fit = near[fit_rows]
+    nb = np.empty((fit_rows.size, K), np.int64)
+    for exact in (True, False):
+        rows = fit_rows[exact_fit == exact]
+        nb[exact_fit == exact] = knn_query(codes, train_ids[rows], tree, K, rows, exact=exact)
+    votes_fit = {ks: knn_votes(nb, y, w, ks) for ks in options}
+    # the logistic over the whole training set; out-of-sample logits of its items
+    a, b, eta = logistic_code_model(compressor, codes[train_ids], y, w, params.lam, loo=True)
+    ks, score, calibrated, coef = _combiner(
+        params,
+        votes_fit,
+        eta[fit_rows],
+        y[fit_rows],
+        w[fit_rows],
+        int((fit_rows < n_lab).sum()),
+        near[fit_rows],
+    )
+    e_c = linear_scores(codes, candidates, a, b)
+    e_c[c_row >= 0] = eta[c_row[c_row >= 0]]
+    v_c = np.zeros(candidates.size)
+    at = np.searchsorted(fit_rows, c_row[c_row >= 0])
+    v_c[c_row >= 0] = votes_fit[ks][at]
+    fresh = np.flatnonzero(c_row < 0)
+    if coef["logistic_weight"] < 1 and fresh.size:  # the votes count: the other candidates
+        exact = fresh.size <= params.exact_limit
+        coef["exact_neighbours"] = exact
+        nb = knn_query(codes, candidates[fresh], tree, K, exact=exact)
+        v_c[fresh] = knn_votes(nb, y, w, ks)
+    # the class size outside the candidates: the logistic probability of the
+    # background sample (uniform over the catalogue) that lies outside, scaled
+    extra = float(np.asarray(positives).size)
+    if out_rows.size:
+        n_out = n_items - np.asarray(box_ids).size - (n_lab - int(member(labelled, box_ids).sum()))
+        extra += float(_sigmoid(eta[out_rows]).sum()) * max(n_out, 0) / out_rows.size
+    p = score(v_c, e_c)
+    if calibrated is not None:
+        # the labels' share of positives stands for the unlabelled candidates'
+        # only while most of the class is still unlabelled
+        n_class = extra + float(p[~member(candidates, labelled)].sum())
+        if np.asarray(positives).size <= params.calibration_share * n_class:
+            p = calibrated(v_c, e_c)
+        else:
+            coef.pop("platt")
+    order = np.lexsort((candidates, -np.asarray(similarity_fn(candidates), np.float64), -p))
+    cand, p = candidates[order], p[order]
+    is_lab = member(cand, labelled)
+    un = np.flatnonzero(~is_lab)
+    m, prec, n_class = expected_f1_cut(p[un], extra)
+    keep = member(cand, positives)
+    keep[un[:m]] = True
+    index = order[keep]
+    in_box = member(candidates, box_ids) if in_box is None else np.asarray(in_box, bool)
+    return Selection(
+        cand[keep],
+        p[keep].astype(np.float32),
+        in_box[index],
+        float(p[un[m - 1]]) if m else 1.0,
+        prec,
+        n_class,
+        int(candidates.size),
+        coef,
+        index,
+    )
+
+
+def refine_set(
+    catalogue, found, train_ids, y, w, n_boxes, labels, reference, query_vector, page_size, params
+):
+    """``(ids, votes, scores, info)`` of a refine: ``found`` (the box search)
+    through ``select``. With no box worth keeping the candidates are the
+    positives and the nearest neighbours of their mean (and of the query's
+    ``query_vector``), flagged in ``info["fallback"]``."""
+    pos = np.sort(np.array([i for i, v in labels.items() if v > 0], np.int64))
+    labelled = np.sort(np.fromiter(labels, np.int64, len(labels)))
+    found_ids = np.asarray(found.ids, np.int64)
+    sorted_ids = bool(np.all(found_ids[1:] > found_ids[:-1]))  # searches return id order
+    box_ids = found_ids if sorted_ids else np.sort(found_ids)
+    fallback, extra = None, pos
+    if n_boxes == 0:
+        fallback = "no box kept: the positives and their nearest neighbours"
+        v = catalogue.vector(pos).mean(axis=0)
+        if query_vector is not None:
+            v = (v + query_vector) / 2
+        v = np.asarray(v / max(float(np.linalg.norm(v)), 1e-12), np.float32)
+        _, nn = catalogue.seeder.search(v, min(page_size, len(catalogue)))
+        extra = np.union1d(pos, nn[nn >= 0])
+    # the candidates: the box matches, with the extra items inserted in id order
+    extra = extra[~member(extra, box_ids)]
+    at = np.searchsorted(box_ids, extra)
+    candidates = np.insert(box_ids, at, extra)
+    in_box = np.ones(candidates.size, bool)
+    in_box[at + np.arange(extra.size)] = False
+    sel = select(
+        catalogue.codes,
+        catalogue.compressor,
+        candidates,
+        box_ids,
+        train_ids,
+        y,
+        w,
+        pos,
+        labelled,
+        lambda i: code_scores(catalogue.codes, i, catalogue.compressor, reference),
+        len(catalogue),
+        params,
+        in_box,
+    )
+    votes_c = np.zeros(candidates.size, np.int64)
+    box_votes = np.asarray(found.votes, np.int64)
+    votes_c[in_box] = box_votes if sorted_ids else box_votes[np.argsort(found_ids, kind="stable")]
+    votes = votes_c[sel.index]
+    is_pos = member(sel.ids, pos)
+    accepted = sel.in_boxes[is_pos] & (sel.scores[is_pos] >= min(sel.cut, 0.5))
+    info = {
+        "n_positives": int(pos.size),
+        "accepted_positives": int(accepted.sum()),
+        "expected_precision": sel.expected_precision,
+        "expected_class_size": sel.expected_class_size,
+        "n_candidates": sel.n_candidates,
+        "cut": sel.cut,
+        "combination": sel.combination,
+        "fallback": fallback,
+    }
+    return sel.ids, votes, sel.scores, info

@@ -1,0 +1,233 @@
+"""Issue 15: the second stage of a refine (engine/learn/rescore.py, twostage.py)."""
+
+import numpy as np
+import pytest
+
+from clipbranches_widget import Catalogue, Session
+from clipbranches_widget.engine.codes.pca import Compressor
+from clipbranches_widget.engine.learn.rescore import (
+    dimension_weights,
+    f1_cut,
+    fit_logistic,
+    knn_order,
+    knn_query,
+    knn_tree,
+    knn_votes,
+    linear_scores,
+)
+from clipbranches_widget.engine.learn.twostage import StageParams, member
+from clipbranches_widget.engine.subsets import REFINE_SIZES, default_feature_subsets
+from clipbranches_widget.evaluation.synthetic import clustered_codes
+
+
+def knn_order_twin(codes, query_ids, ref_codes, wdim, K, exclude=None):
+    """Plain-numpy K nearest (weighted squared L2, ties: lower index)."""
+    q = codes[np.asarray(query_ids, np.int64)].astype(np.int64)
+    ref = np.asarray(ref_codes).astype(np.int64)
+    dist = (((q[:, None, :] - ref[None]) ** 2) * np.asarray(wdim, np.int64)).sum(-1)
+    big = np.iinfo(np.int64).max
+    if exclude is not None:
+        ex = np.asarray(exclude, np.int64)
+        rows = np.flatnonzero(ex >= 0)
+        dist[rows, ex[rows]] = big
+    out = np.full((q.shape[0], int(K)), -1, np.int64)
+    idx = np.arange(ref.shape[0])
+    for r in range(q.shape[0]):
+        o = np.lexsort((idx, dist[r]))
+        o = o[dist[r, o] < big][:K]
+        out[r, : o.size] = o
+    return out
+
+
+def identity_compressor(d=32):
+    """Codes are the data: dequantised code = code value (as benchmarks/refine.py)."""
+    return Compressor.from_dict(
+        {
+            "kind": "pca",
+            "params": Compressor().get_params(),
+            "mean": [0.0] * d,
+            "components": np.eye(d).tolist(),
+            "low": [0.0] * d,
+            "scale": [1.0] * d,
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def cat():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((3000, 48)).astype(np.float32)
+    X[:300] += 3 * rng.standard_normal(48).astype(np.float32)  # a concept
+    comp = Compressor().fit(X)
+    return Catalogue(comp.transform(X), compressor=comp, embeddings=X)
+
+
+def test_knn_order_matches_numpy_with_ties():
+    rng = np.random.default_rng(1)
+    codes = rng.integers(0, 256, (500, 32), dtype=np.uint8)
+    codes[50:60] = codes[10]  # ties
+    ref = codes[rng.choice(500, 120, replace=False)]
+    w = rng.integers(1, 257, 32).astype(np.int32)
+    q = np.arange(0, 500, 3)
+    ex = np.where(q % 2 == 0, q % 120, -1)
+    for K in (1, 10, 130):
+        np.testing.assert_array_equal(
+            knn_order(codes, q, ref, w, K, ex), knn_order_twin(codes, q, ref, w, K, ex)
+        )
+
+
+def test_knn_order_matches_numpy_clustered():
+    codes, _, _ = clustered_codes(3000, spread=6.0, random_state=4)
+    rng = np.random.default_rng(5)
+    ref_rows = rng.choice(3000, 400, replace=False)
+    q = rng.choice(3000, 300, replace=False)
+    ex = np.full(q.size, -1)
+    hit = np.isin(q, ref_rows)
+    ex[hit] = [int(np.flatnonzero(ref_rows == i)[0]) for i in q[hit]]
+    for w in (np.ones(32, np.int32), rng.integers(1, 257, 32).astype(np.int32)):
+        for K in (1, 10, 30):
+            want = knn_order_twin(codes, q, codes[ref_rows], w, K, ex)
+            for leaf in (1, 4, 32, 1000):  # the leaf size changes the speed only
+                got = knn_order(codes, q, codes[ref_rows], w, K, ex, leaf_size=leaf)
+                np.testing.assert_array_equal(got, want)
+
+
+def test_knn_votes():
+    nb = np.array([[0, 1, 2], [2, -1, -1]])
+    y, w = np.array([1.0, 0.0, 1.0]), np.array([1.0, 0.5, 2.0])
+    np.testing.assert_allclose(knn_votes(nb, y, w, (3,)), [3 / 3.5, 1.0])
+    np.testing.assert_allclose(knn_votes(nb, y, w, (1, 3)), [(1 + 3 / 3.5) / 2, 1.0])
+
+
+def test_linear_scores_match_numpy():
+    rng = np.random.default_rng(2)
+    codes = rng.integers(0, 256, (400, 32), dtype=np.uint8)
+    a, ids = rng.standard_normal(32), rng.choice(400, 100)
+    want = codes[ids].astype(np.float64) @ a + 0.3
+    np.testing.assert_allclose(linear_scores(codes, ids, a, 0.3), want, rtol=0, atol=1e-9)
+
+
+def test_approximate_leave_one_out_logits():
+    rng = np.random.default_rng(3)
+    F = rng.standard_normal((300, 5))
+    y = (F[:, 0] + 0.5 * rng.standard_normal(300) > 0).astype(float)
+    w = np.where(y > 0, 1.0, 0.5)
+    coef, b, eta = fit_logistic(F, y, w, loo=True)
+    for i in (0, 7, 123):
+        keep = np.arange(300) != i
+        c, bb = fit_logistic(F[keep], y[keep], w[keep])
+        exact = F[i] @ c + bb
+        assert abs(eta[i] - exact) < 0.05 * (1 + abs(exact))
+
+
+def test_f1_cut_and_member():
+    assert f1_cut(np.array([1.0, 1.0, 0.01]), 0) == 2
+    assert f1_cut(np.zeros(0), 3) == 0
+    assert f1_cut(np.array([0.9, 0.4, 0.3]), 100) == 3  # a large class: take everything likely
+    np.testing.assert_array_equal(member([3, 4, 9], np.array([1, 3, 9])), [True, False, True])
+    assert not member([1], np.zeros(0, np.int64)).any()
+
+
+def test_dimension_weights(cat):
+    w = dimension_weights(cat.compressor)
+    assert w.dtype == np.int32 and w.min() >= 1 and w.max() == 256
+
+
+def test_stage_params_are_checked(cat):
+    with pytest.raises(ValueError, match="combine"):
+        StageParams(combine="vote")
+    with pytest.raises(ValueError, match="logistic_weight"):
+        StageParams(combine="mean", logistic_weight=2)
+    with pytest.raises(TypeError, match="stage"):
+        Session(cat, stage={"combine": "cv"})
+
+
+@pytest.mark.parametrize(
+    "stage", [StageParams(), StageParams(combine="mean", calibrate=False), None]
+)
+def test_result_set_contains_positives_and_is_never_empty(cat, stage):
+    rng = np.random.default_rng(3)
+    for trial in range(4):
+        s = Session(cat, random_state=trial, stage=stage)
+        pos = rng.choice(300, 5 + 10 * trial, replace=False)
+        s.label(pos, 1)
+        s.label(rng.choice(np.arange(300, 3000), 20, replace=False), -1)
+        res = s.refine()
+        assert res.info["n_positives"] == pos.size
+        assert res.count == np.unique(res.ids).size
+        if stage is None:
+            continue
+        assert np.isin(pos, res.ids).all() and res.count > 0
+        assert 0 <= res.info["accepted_positives"] <= pos.size
+        assert np.all(np.diff(res.scores) <= 1e-7)  # ranked by score
+        assert 0 <= res.info["expected_precision"] <= 1
+        assert (res.info["fallback"] is None) == (s.model.boxes_.n_boxes > 0)
+
+
+def test_fallback_when_no_box():
+    rng = np.random.default_rng(0)
+    codes = rng.integers(0, 256, (600, 32), dtype=np.uint8)
+    codes[:100] = codes[0]  # the positive's 99 duplicates are negatives: no box can pay
+    s = Session(Catalogue(codes, compressor=identity_compressor()), n_background=100)
+    s.label([0], 1)
+    s.label(np.arange(1, 100), -1)
+    res = s.refine()
+    assert s.model.boxes_.n_boxes == 0
+    assert res.info["fallback"] and res.ids.tolist()[:1] == [0]
+    assert res.info["n_candidates"] > 1  # the positive's nearest neighbours were scored
+
+
+def test_index_equals_scan_with_the_second_stage():
+    codes, cluster, concept = clustered_codes(40_000, spread=5.0, random_state=1)
+    truth = np.isin(cluster, concept)
+    scanned = Catalogue(codes, compressor=identity_compressor())
+    indexed = Catalogue(codes, compressor=identity_compressor())
+    # the index keeps the subsets a refine trains on
+    indexed.build_index(
+        progress=False, block_size=32, subsets=default_feature_subsets(32, REFINE_SIZES)
+    )
+    rng = np.random.default_rng(7)
+    paths = set()
+    for trial in range(3):
+        pos = rng.choice(np.flatnonzero(truth), 20, replace=False)
+        neg = rng.choice(np.flatnonzero(~truth), 20, replace=False)
+        out = []
+        for c in (scanned, indexed):
+            s = Session(c, random_state=trial)
+            s.label(pos, 1)
+            s.label(neg, -1)
+            out.append(s.refine())
+        a, b = out
+        paths.add(b.path)
+        assert a.path == "scan"
+        np.testing.assert_array_equal(a.ids, b.ids)
+        np.testing.assert_array_equal(a.votes, b.votes)
+        np.testing.assert_array_equal(a.scores, b.scores)
+        assert np.isin(pos, a.ids).all()
+    assert "index" in paths
+
+
+def test_leaf_only_neighbours_are_per_item_and_exact_in_one_leaf():
+    """exact=False (huge candidate sets): each query's K nearest within its own
+    leaf, whatever the other queries; with a single leaf it is the exact search."""
+    codes, _, _ = clustered_codes(3000, spread=6.0, random_state=6)
+    rng = np.random.default_rng(8)
+    ref = codes[rng.choice(3000, 300, replace=False)]
+    w = rng.integers(1, 257, 32).astype(np.int32)
+    q = rng.choice(3000, 200, replace=False)
+    one_leaf = knn_tree(ref, w, leaf_size=1000)
+    np.testing.assert_array_equal(
+        knn_query(codes, q, one_leaf, 10, exact=False), knn_order_twin(codes, q, ref, w, 10)
+    )
+    tree = knn_tree(ref, w)
+    both = knn_query(codes, q, tree, 10, exact=False)
+    np.testing.assert_array_equal(both[:50], knn_query(codes, q[:50], tree, 10, exact=False))
+    assert (both >= 0).all() and all(np.unique(r).size == 10 for r in both)
+
+
+def test_member_table_and_search_agree():
+    rng = np.random.default_rng(9)
+    keys = np.unique(rng.integers(0, 60_000, 20_000))
+    ids = rng.integers(-5, 70_000, 30_000)
+    np.testing.assert_array_equal(member(ids, keys), np.isin(ids, keys))
+    np.testing.assert_array_equal(member(ids[:100], keys), np.isin(ids[:100], keys))
