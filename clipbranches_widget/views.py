@@ -126,8 +126,10 @@ def summary(res: Results, labels: dict, *, n_items: int, query, rounds: int, bef
         # the session shows every positive, also those the model rejects: say which is which
         positives += f" accepted \u00b7 all {n_pos} shown"
     parts.append(positives)
-    precision = info.get("expected_precision")  # the quality issue's estimate, when there
-    if isinstance(precision, (float, int)) and np.isfinite(precision):
+    # the estimate is of the items the model adds: none added, nothing to estimate
+    precision = info.get("expected_precision")
+    added = int((~np.isin(res.ids, np.fromiter(labels, np.int64, len(labels)))).sum())
+    if added and isinstance(precision, (float, int)) and np.isfinite(precision):
         parts.append(f"est. precision \u2248 {precision:.2f}")
     if info.get("fallback"):
         parts.append(str(info["fallback"]))

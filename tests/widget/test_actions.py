@@ -250,6 +250,16 @@ def test_the_round_summary_says_which_positives_the_model_accepts():
         "4 matches \u00b7 3 new \u00b7 1 of your 3 positives accepted \u00b7 all 3 shown"
         " \u00b7 est. precision \u2248 0.80"
     )
+    # only the positives themselves: no estimate of the items added, since none are
+    only = views.Results(
+        res.ids[:3],
+        res.votes[:3],
+        res.scores[:3],
+        "refined",
+        info={"accepted_positives": 0, "expected_precision": 0.0},
+    )
+    text = views.summary(only, labels, n_items=10, query=None, rounds=1, before=np.array([9]))
+    assert "precision" not in text and "0 of your 3 positives accepted" in text
     res.info = {"accepted_positives": 3, "fallback": "no box kept: the positives"}
     text = views.summary(res, labels, n_items=10, query=None, rounds=1, before=np.array([9]))
     assert text.endswith("3 of your 3 positives \u00b7 no box kept: the positives")
