@@ -1,6 +1,7 @@
 // Details of one item: the full image, its path, its label, and why it
 // matched (the boxes that contain it, its votes and its similarity).
 import { imageUrl } from "./bytes";
+import { button } from "./dom";
 import type { Ack, Detail } from "./types";
 
 export interface LightboxHooks {
@@ -87,12 +88,7 @@ export class Lightbox {
       className: `cb-label-name cb-l${d.label}`, textContent: labelName,
     }));
     for (const [text, v, cls] of [["\u2713 positive (1)", 1, "cb-btn-pos"], ["\u2715 negative (2)", -1, "cb-btn-neg"], ["clear (0)", 0, ""]] as const) {
-      const b = document.createElement("button");
-      b.type = "button";
-      b.className = `cb-btn ${cls}`;
-      b.textContent = text;
-      b.addEventListener("click", () => this.hooks.label(d.id, v));
-      labelRow.append(b);
+      labelRow.append(button(text, cls, "", () => this.hooks.label(d.id, v)));
     }
 
     const why = document.createElement("div");
@@ -137,15 +133,7 @@ export class Lightbox {
 
     const nav = document.createElement("div");
     nav.className = "cb-lightbox-nav";
-    const mk = (text: string, fn: () => void, title = "") => {
-      const b = document.createElement("button");
-      b.type = "button";
-      b.className = "cb-btn";
-      b.textContent = text;
-      b.title = title;
-      b.addEventListener("click", fn);
-      return b;
-    };
+    const mk = (text: string, fn: () => void, title = "") => button(text, "", title, fn);
     nav.append(
       mk("\u2190", () => this.hooks.step(-1), "previous (\u2190)"),
       mk("\u2192", () => this.hooks.step(1), "next (\u2192)"),

@@ -3,6 +3,7 @@
 // screen when the user is on a lower row (and a cell's CSS containment can
 // make `position: fixed` relative to the cell). Closing restores the scroll
 // positions the page had when the layer opened.
+import { button } from "./dom";
 import { BINDINGS, keyName } from "./keys";
 
 type Scroll = [Element | null, number, number]; // null: the window
@@ -95,12 +96,6 @@ export function buildHelp(close: () => void): HTMLDivElement {
   }
   row("click", "cycle the label: none \u2192 + \u2192 \u2212 \u2192 none; Shift+click selects");
   box.append(table);
-  const btn = document.createElement("button");
-  btn.type = "button";
-  btn.className = "cb-btn cb-help-close";
-  btn.title = "Close (Esc or ?)";
-  btn.textContent = "close";
-  btn.addEventListener("click", close);
-  box.append(btn);
+  box.append(button("close", "cb-help-close", "Close (Esc or ?)", close));
   return box;
 }

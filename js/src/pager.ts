@@ -1,5 +1,6 @@
 // A pager: first / previous / "page p of n" / next / last, and a page-number
 // box. The widget shows one above and one below the grid.
+import { button } from "./dom";
 const NF = new Intl.NumberFormat("en-US");
 
 export class Pager {
@@ -13,15 +14,8 @@ export class Pager {
   constructor(where: "top" | "bottom", go: (page: number) => void, current: () => number) {
     this.el = document.createElement("div");
     this.el.className = `cb-pager cb-pager-${where}`;
-    const mk = (text: string, cls: string, title: string, to: () => number) => {
-      const b = document.createElement("button");
-      b.type = "button";
-      b.className = `cb-btn ${cls}`;
-      b.textContent = text;
-      b.title = title;
-      b.addEventListener("click", () => go(to()));
-      return b;
-    };
+    const mk = (text: string, cls: string, title: string, to: () => number) =>
+      button(text, cls, title, () => go(to()));
     const first = mk("\u00ab", "cb-first", "First page", () => 0);
     const prev = mk("\u2039 Prev", "cb-prev", "Previous page (p)", () => current() - 1);
     const next = mk("Next \u203a", "cb-next", "Next page (n)", () => current() + 1);

@@ -1,20 +1,12 @@
 // Two small parts of the widget: the facet chips (all / labelled / one box of
 // the model) and the banner that floats over the status lines (errors from the
 // kernel, notices from the front end such as "export written").
+import { button } from "./dom";
 import type { Facet } from "./types";
 
 const NF = new Intl.NumberFormat("en-US");
 /** user_box value of the "labelled" view (every labelled image, positives first). */
 export const LABELLED = -2;
-
-function button(text: string, cls: string, title: string): HTMLButtonElement {
-  const b = document.createElement("button");
-  b.type = "button";
-  b.className = `cb-btn ${cls}`;
-  b.textContent = text;
-  b.title = title;
-  return b;
-}
 
 function label(text: string): HTMLSpanElement {
   const s = document.createElement("span");

@@ -1,6 +1,8 @@
 // The toolbar: query box, Search, More like these, Refine, Export, Reset, `?`.
 // Reset sits next to Refine and forgets every label, so it asks first: the
 // first click arms it ("Really reset?"), a second one within 4 s confirms.
+import { button } from "./dom";
+
 const CONFIRM_MS = 4000;
 const NO_TEXT = "This catalogue has no text encoder: Shift+click images (or mark positives), then More like these";
 
@@ -12,15 +14,6 @@ export interface ToolbarHooks {
   reset: () => void;
   help: () => void;
   leaveQuery: () => void;
-}
-
-function button(text: string, cls: string, title: string): HTMLButtonElement {
-  const b = document.createElement("button");
-  b.type = "button";
-  b.className = `cb-btn ${cls}`;
-  b.textContent = text;
-  b.title = title;
-  return b;
 }
 
 export class Toolbar {
