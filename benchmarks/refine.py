@@ -29,23 +29,8 @@ from sklearn.ensemble import RandomForestClassifier
 from sklearn.tree import DecisionTreeClassifier
 
 from clipbranches_widget import Catalogue, Session
-from clipbranches_widget.engine.codes.pca import Compressor
 from clipbranches_widget.engine.search.scan import scan
-from clipbranches_widget.evaluation.synthetic import clustered_codes
-
-
-def identity_compressor(d=32) -> Compressor:
-    """Codes are the data here: dequantised code = code value."""
-    return Compressor.from_dict(
-        {
-            "kind": "pca",
-            "params": Compressor().get_params(),
-            "mean": [0.0] * d,
-            "components": np.eye(d).tolist(),
-            "low": [0.0] * d,
-            "scale": [1.0] * d,
-        }
-    )
+from clipbranches_widget.evaluation.synthetic import clustered_codes, identity_compressor
 
 
 def prf(found_ids, truth):

@@ -17,7 +17,7 @@ from clipbranches_widget.engine.learn.rescore import (
 )
 from clipbranches_widget.engine.learn.twostage import StageParams, member
 from clipbranches_widget.engine.subsets import REFINE_SIZES, default_feature_subsets
-from clipbranches_widget.evaluation.synthetic import clustered_codes
+from clipbranches_widget.evaluation.synthetic import clustered_codes, identity_compressor
 
 
 def knn_order_twin(codes, query_ids, ref_codes, wdim, K, exclude=None):
@@ -37,20 +37,6 @@ def knn_order_twin(codes, query_ids, ref_codes, wdim, K, exclude=None):
         o = o[dist[r, o] < big][:K]
         out[r, : o.size] = o
     return out
-
-
-def identity_compressor(d=32):
-    """Codes are the data: dequantised code = code value (as benchmarks/refine.py)."""
-    return Compressor.from_dict(
-        {
-            "kind": "pca",
-            "params": Compressor().get_params(),
-            "mean": [0.0] * d,
-            "components": np.eye(d).tolist(),
-            "low": [0.0] * d,
-            "scale": [1.0] * d,
-        }
-    )
 
 
 @pytest.fixture(scope="module")
