@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from PIL import Image
 
+from .engine._validation import check_positive_int
 from .engine.store.uris import is_remote, local_path, read_bytes
 
 __all__ = [
@@ -134,10 +135,8 @@ class Thumbnailer:
     def __init__(self, size: int = 160, *, max_items: int = 4096, quality: int = 85):
         if not isinstance(size, int) or size < 8:
             raise ValueError(f"size: expected an integer of at least 8 pixels, got {size!r}")
-        if not isinstance(max_items, int) or max_items < 1:
-            raise ValueError(f"max_items: expected a positive integer, got {max_items!r}")
         self.size = size
-        self.max_items = max_items
+        self.max_items = check_positive_int("max_items", max_items)
         self.quality = quality
         self._cache: OrderedDict = OrderedDict()
         self.hits = 0
