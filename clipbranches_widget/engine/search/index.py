@@ -60,6 +60,11 @@ log = logging.getLogger(__name__)
 _RUN = 4096  # longest run of positions one thread takes at a time (load balance)
 
 
+def _known_fingerprint(source):
+    """The digest a catalogue verified at open against its read-only codes, or None."""
+    return getattr(getattr(source, "searcher", None), "verified_fingerprint", None)
+
+
 def _codes_of(source, name="source"):
     """(codes, catalogue path or None) from a Catalogue or a code array."""
     if hasattr(source, "codes") and hasattr(source, "compressor"):
@@ -198,7 +203,7 @@ class BoxIndex(CostModel):
         subsets, block_size = index_build.check_args(codes, subsets, block_size, max_cells)
         if path is None and cat_path is not None:
             path = Path(cat_path) / "index"
-        digest = fingerprint(codes)  # hashed once: the manifest and every check reuse it
+        digest = _known_fingerprint(source) or fingerprint(codes)  # hashed once, reused
         if path is not None and (Path(path) / MANIFEST).exists() and not overwrite:
             return cls._reuse(path, codes, digest, subsets, block_size)
         args = dict(

@@ -22,15 +22,26 @@ class Searcher:
     """Whole-catalogue search over ``codes``: the index when present, else the scan.
 
     ``Searcher(codes, index=None)``; ``search(boxes, n_jobs=None, path="auto")``
-    returns a ``ScanResult`` whose ``path`` says which ran.
+    returns a ``ScanResult`` whose ``path`` says which ran. ``fingerprint``:
+    the digest of these codes when the caller has just checked them (a
+    catalogue verified at open), so they are not hashed again.
     """
 
-    def __init__(self, codes, index=None):
+    def __init__(self, codes, index=None, *, fingerprint: str | None = None):
         self._codes = check_codes(codes, allow_empty=True)
-        self._fingerprint = None  # computed once, on the first index offered
+        # given: the caller checked it against read-only codes; else hashed lazily
+        self.verified_fingerprint = fingerprint
+        self._fingerprint = fingerprint
         self._index = None
         if index is not None:
             self.use_index(index)
+
+    @property
+    def fingerprint(self) -> str:
+        """The digest of every code row (``search.fingerprint``), hashed at most once."""
+        if self._fingerprint is None:
+            self._fingerprint = fingerprint(self._codes)
+        return self._fingerprint
 
     def __repr__(self) -> str:
         return f"Searcher(n_items={self._codes.shape[0]}, index={self._index!r})"
@@ -54,12 +65,10 @@ class Searcher:
                 f"index: built on {index.n_items} items, but these codes have {n}; "
                 "rebuild the index for these codes"
             )
-        if self._fingerprint is None:
-            self._fingerprint = fingerprint(self._codes)
-        if index.fingerprint != self._fingerprint:
+        if index.fingerprint != self.fingerprint:
             raise ValueError(
                 f"index: built on codes with fingerprint {index.fingerprint}, but these "
-                f"codes have fingerprint {self._fingerprint}; rebuild the index"
+                f"codes have fingerprint {self.fingerprint}; rebuild the index"
             )
         self._index = index
 

@@ -71,7 +71,9 @@ class DiskMixin:
             embedder_spec=manifest.get("embedder"),
         )
         if verify is not False:
-            cat._verify(None if verify else integrity.VERIFY_AT_OPEN_BYTES)
+            checked = cat._verify(None if verify else integrity.VERIFY_AT_OPEN_BYTES)
+            if files["codes"] in checked:  # just hashed: an index check need not again
+                cat._use_verified_fingerprint(manifest["identity"]["fingerprint"])
         return cat
 
     def verify(self) -> list[str]:

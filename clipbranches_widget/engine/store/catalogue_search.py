@@ -9,7 +9,6 @@ import uuid
 
 import numpy as np
 
-from ..search.fingerprint import fingerprint
 from ..search.index import BoxIndex
 from ..search.result import ScanResult
 from ..search.searcher import Searcher
@@ -50,8 +49,13 @@ class SearchMixin:
         if self._uuid is None:
             self._uuid = stored.get("uuid") or uuid.uuid4().hex
         if self._fingerprint is None:
-            self._fingerprint = stored.get("fingerprint") or fingerprint(self.codes)
+            # the searcher's digest: one hash serves identity and index checks
+            self._fingerprint = stored.get("fingerprint") or self._searcher.fingerprint
         return {"uuid": self._uuid, "fingerprint": self._fingerprint}
+
+    def _use_verified_fingerprint(self, digest: str) -> None:
+        """The codes were just hashed and match ``digest`` (checked at open)."""
+        self._searcher = Searcher(self.codes, fingerprint=digest)
 
     # --- whole-catalogue search: the searcher chooses index or scan ---
     @property
