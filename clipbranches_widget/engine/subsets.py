@@ -15,6 +15,8 @@ when it is built with ``default_feature_subsets(d, REFINE_SIZES)``.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 __all__ = ["PAPER_SIZES", "REFINE_SIZES", "default_feature_subsets"]
@@ -30,6 +32,12 @@ def default_feature_subsets(
 ) -> list[tuple[int, ...]]:
     """``count`` subsets of ``size`` dimensions for each (count, size) of
     ``sizes``, drawn with ``seed`` (duplicates dropped)."""
+    sizes = tuple((int(c), int(z)) for c, z in sizes)
+    return list(_drawn(int(n_features), sizes, int(seed)))
+
+
+@lru_cache(maxsize=32)  # every fit asks for the same list: drawing it cost ~1 ms
+def _drawn(n_features, sizes, seed) -> tuple[tuple[int, ...], ...]:
     rng = np.random.default_rng(seed)
     out: list[tuple[int, ...]] = []
     seen = set()
@@ -40,4 +48,4 @@ def default_feature_subsets(
             if s not in seen:
                 seen.add(s)
                 out.append(s)
-    return out
+    return tuple(out)

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..search.ranking import code_scores
+from ..search.ranking import code_scores, ranked_order
 from .rescore import (
     dimension_weights,
     expected_f1_cut,
@@ -181,7 +181,8 @@ def select(
     ``box_ids``: the box matches alone (sorted); ``train_ids, y, w``: the
     training set (labelled items first, then background); ``positives`` /
     ``labelled``: labelled positive ids / all labelled ids (both sorted);
-    ``similarity_fn(ids)``: the similarity that breaks score ties;
+    ``similarity_fn(rows)``: the similarity that breaks score ties, of the
+    candidates' code rows (in candidate order);
     ``n_items``: catalogue size; ``in_box``: which candidates are box matches
     (default: looked up in ``box_ids``).
 
@@ -193,6 +194,10 @@ def select(
     train_ids = np.asarray(train_ids, np.int64)
     y = np.asarray(y, np.float64)
     w = np.asarray(w, np.float64)
+    # one gather of the candidates' codes: every kernel below then reads
+    # contiguous rows (a scattered row of a big catalogue is a cache miss)
+    cc = np.ascontiguousarray(codes[candidates])
+    rows_c = np.arange(candidates.size, dtype=np.int64)
     options = {tuple(int(k) for k in params.ks)}
     if params.combine == "cv":
         options = {tuple(int(k) for k in ks) for ks in params.k_grid}
@@ -201,7 +206,8 @@ def select(
     out_rows = bg_rows[~member(train_ids[bg_rows], box_ids)]
     wdim = dimension_weights(compressor, codes.shape[1])
     K = min(max(max(ks) for ks in options), max(1, train_ids.size - 1))
-    tree = knn_tree(codes[train_ids], wdim)
+    tc = np.ascontiguousarray(codes[train_ids])
+    tree = knn_tree(tc, wdim)
     # the rows that fit the combination (their votes leave them out): every
     # training item ("cv"), or the labelled ones and the background among the
     # candidates; the recalibration fits on the latter, which stand for the
@@ -218,10 +224,10 @@ def select(
     nb = np.empty((fit_rows.size, K), np.int64)
     for exact in (True, False):
         rows = fit_rows[exact_fit == exact]
-        nb[exact_fit == exact] = knn_query(codes, train_ids[rows], tree, K, rows, exact=exact)
+        nb[exact_fit == exact] = knn_query(tc, rows, tree, K, rows, exact=exact)
     votes_fit = {ks: knn_votes(nb, y, w, ks) for ks in options}
     # the logistic over the whole training set; out-of-sample logits of its items
-    a, b, eta = logistic_code_model(compressor, codes[train_ids], y, w, params.lam, loo=True)
+    a, b, eta = logistic_code_model(compressor, tc, y, w, params.lam, loo=True)
     ks, score, calibrated, coef = _combiner(
         params,
         votes_fit,
@@ -231,7 +237,7 @@ def select(
         int((fit_rows < n_lab).sum()),
         near[fit_rows],
     )
-    e_c = linear_scores(codes, candidates, a, b)
+    e_c = linear_scores(cc, rows_c, a, b)
     e_c[c_row >= 0] = eta[c_row[c_row >= 0]]
     v_c = np.zeros(candidates.size)
     at = np.searchsorted(fit_rows, c_row[c_row >= 0])
@@ -240,7 +246,7 @@ def select(
     if coef["logistic_weight"] < 1 and fresh.size:  # the votes count: the other candidates
         exact = fresh.size <= params.exact_limit
         coef["exact_neighbours"] = exact
-        nb = knn_query(codes, candidates[fresh], tree, K, exact=exact)
+        nb = knn_query(cc, fresh, tree, K, exact=exact)
         v_c[fresh] = knn_votes(nb, y, w, ks)
     # the class size outside the candidates: the logistic probability of the
     # background sample (uniform over the catalogue) that lies outside, scaled
@@ -249,20 +255,21 @@ def select(
         n_out = n_items - np.asarray(box_ids).size - (n_lab - int(member(labelled, box_ids).sum()))
         extra += float(_sigmoid(eta[out_rows]).sum()) * max(n_out, 0) / out_rows.size
     p = score(v_c, e_c)
+    lab_c = member(candidates, labelled)
     if calibrated is not None:
         # the labels' share of positives stands for the unlabelled candidates'
         # only while most of the class is still unlabelled
-        n_class = extra + float(p[~member(candidates, labelled)].sum())
+        n_class = extra + float(p[~lab_c].sum())
         if np.asarray(positives).size <= params.calibration_share * n_class:
             p = calibrated(v_c, e_c)
         else:
             coef.pop("platt")
-    order = np.lexsort((candidates, -np.asarray(similarity_fn(candidates), np.float64), -p))
+    order = ranked_order(p, similarity_fn(cc), candidates)
     cand, p = candidates[order], p[order]
-    is_lab = member(cand, labelled)
+    is_lab = lab_c[order]
     un = np.flatnonzero(~is_lab)
     m, prec, n_class = expected_f1_cut(p[un], extra)
-    keep = member(cand, positives)
+    keep = member(candidates, positives)[order]
     keep[un[:m]] = True
     index = order[keep]
     in_box = member(candidates, box_ids) if in_box is None else np.asarray(in_box, bool)
@@ -316,7 +323,7 @@ def refine_set(
         w,
         pos,
         labelled,
-        lambda i: code_scores(catalogue.codes, i, catalogue.compressor, reference),
+        lambda rows: code_scores(rows, np.arange(len(rows)), catalogue.compressor, reference),
         len(catalogue),
         params,
         in_box,
@@ -330,6 +337,9 @@ def refine_set(
     info = {
         "n_positives": int(pos.size),
         "accepted_positives": int(accepted.sum()),
+        # which positives the model itself accepts (inside a box and scored at
+        # or above the cut): the summary's count and each item's details agree
+        "accepted_ids": np.sort(sel.ids[is_pos][accepted]),
         "expected_precision": sel.expected_precision,
         "expected_class_size": sel.expected_class_size,
         "n_candidates": sel.n_candidates,
