@@ -14,6 +14,7 @@ import re
 
 import numpy as np
 
+from .engine.learn.twostage import StageParams
 from .results import Results
 
 __all__ = ["SESSION_FORMAT", "catalogue_identity", "labels_from_json", "session_from_dict"]
@@ -81,6 +82,13 @@ def _field(data: dict, key: str, types, what: str):
     return value
 
 
+def _stage(raw):
+    try:
+        return StageParams.from_dict(raw)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"session: params: {e}") from None
+
+
 def session_from_dict(cls, data, catalogue, **kwargs):
     """Rebuild a ``cls`` session from ``data`` and replay its last step exactly."""
     if not isinstance(data, dict):
@@ -101,6 +109,8 @@ def session_from_dict(cls, data, catalogue, **kwargs):
             f"this one is {catalogue_identity(catalogue)!r})"
         )
     p = _field(data, "params", dict, "an object")
+    if "stage" in p:  # files before the second stage was stored replay with the default
+        kwargs.setdefault("stage", None if p["stage"] is None else _stage(p["stage"]))
     try:
         s = cls(
             catalogue,

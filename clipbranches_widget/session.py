@@ -341,6 +341,7 @@ class Session(SessionViews):
                 "background_weight": self.background_weight,
                 "random_state": self.random_state,
                 "classifier": self.classifier_params,
+                "stage": None if self.stage is None else self.stage.to_dict(),
             },
             "query": self.query,
             "query_vector": None if self.query_vector is None else self.query_vector.tolist(),

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from clipbranches_widget import Catalogue, Session
+from clipbranches_widget.engine.learn.twostage import StageParams
 
 
 def catalogue(rng, n, d=24, clusters=8):
@@ -96,6 +97,24 @@ def test_save_and_load_replays_exactly(rng, tmp_path):
     other, _ = catalogue(rng, 10)
     with pytest.raises(ValueError, match="saved for a catalogue of 3000 items"):
         Session.from_dict(s.to_dict(), other)
+
+
+@pytest.mark.parametrize("stage", [None, StageParams(combine="mean", logistic_weight=1.0)])
+def test_a_saved_session_replays_with_its_own_stage(rng, tmp_path, stage):
+    cat, which = catalogue(rng, 2000)
+    s = Session(cat, random_state=1, stage=stage)
+    s.search([3])
+    for i in s.page(0).ids.tolist():
+        s.label([i], 1 if which[i] == which[3] else -1)
+    res = s.refine()
+    t = Session.from_dict(json.loads(json.dumps(s.to_dict())), cat)
+    assert t.stage == stage
+    np.testing.assert_array_equal(t.results.ids, res.ids)
+    np.testing.assert_array_equal(t.results.scores, res.scores)
+    data = s.to_dict()
+    data["params"]["stage"] = {"combine": "median"}
+    with pytest.raises(ValueError, match="params: combine: expected 'cv' or 'mean'"):
+        Session.from_dict(data, cat)
 
 
 # ---------------------------------------------------------------------------- views

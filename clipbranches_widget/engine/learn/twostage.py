@@ -22,7 +22,8 @@ sample outside the boxes, scaled to the catalogue.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import numbers
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 
@@ -74,8 +75,65 @@ class StageParams:
     def __post_init__(self):
         if self.combine not in ("cv", "mean"):
             raise ValueError(f"combine: expected 'cv' or 'mean', got {self.combine!r}")
-        if not 0 <= self.logistic_weight <= 1:
+        if not _real(self.logistic_weight) or not 0 <= self.logistic_weight <= 1:
             raise ValueError(f"logistic_weight: expected 0..1, got {self.logistic_weight!r}")
+        # lists (a JSON file's) become tuples: the dataclass stays hashable
+        object.__setattr__(self, "k_grid", tuple(_ks("k_grid", k) for k in _seq(self.k_grid)))
+        object.__setattr__(self, "ks", _ks("ks", self.ks))
+        mix = tuple(_seq(self.mix_grid, "mix_grid"))
+        if not mix or not all(_real(g) and 0 <= g <= 1 for g in mix):
+            raise ValueError(f"mix_grid: expected shares in 0..1, got {self.mix_grid!r}")
+        object.__setattr__(self, "mix_grid", tuple(float(g) for g in mix))
+        if not self.k_grid:
+            raise ValueError("k_grid: expected at least one neighbourhood, got none")
+        if not _real(self.lam) or not self.lam > 0:
+            raise ValueError(f"lam: expected a positive number, got {self.lam!r}")
+        if not _real(self.calibration_share) or not 0 < self.calibration_share <= 1:
+            raise ValueError(f"calibration_share: expected (0, 1], got {self.calibration_share!r}")
+        if not isinstance(self.calibrate, bool):
+            raise ValueError(f"calibrate: expected True or False, got {self.calibrate!r}")
+        for name in ("min_calibration", "exact_limit"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 0:
+                raise ValueError(f"{name}: expected a non-negative integer, got {v!r}")
+
+    def to_dict(self) -> dict:
+        """Plain JSON data (a session file stores the stage it refined with)."""
+        return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, data) -> StageParams:
+        """The parameters of ``to_dict``, checked (a file is user input)."""
+        if not isinstance(data, dict):
+            raise ValueError(f"stage: expected an object, got {type(data).__name__}")
+        unknown = sorted(set(data) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ValueError(f"stage: unknown parameters {unknown}")
+        return cls(**data)
+
+
+def _real(v) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and np.isfinite(v)
+
+
+def _seq(v, name="k_grid"):
+    if isinstance(v, (str, bytes)) or not isinstance(v, (tuple, list)):
+        raise ValueError(f"{name}: expected a list, got {v!r:.80}")
+    return v
+
+
+def _ks(name, ks) -> tuple:
+    """A neighbourhood: a non-empty tuple of positive integers."""
+    ks = tuple(_seq(ks, name))
+    if not ks or not all(
+        isinstance(k, numbers.Integral) and not isinstance(k, bool) and 0 < k <= 1000 for k in ks
+    ):
+        raise ValueError(f"{name}: expected neighbour counts in 1..1000, got {ks!r:.80}")
+    return tuple(int(k) for k in ks)
+
+
+def _plain(v):
+    return [_plain(x) for x in v] if isinstance(v, tuple) else v
 
 
 DEFAULT_STAGE = StageParams()

@@ -217,3 +217,30 @@ def test_member_table_and_search_agree():
     ids = rng.integers(-5, 70_000, 30_000)
     np.testing.assert_array_equal(member(ids, keys), np.isin(ids, keys))
     np.testing.assert_array_equal(member(ids[:100], keys), np.isin(ids[:100], keys))
+
+
+def test_stage_params_round_trip_through_json():
+    import json
+
+    p = StageParams(k_grid=((3,), (5, 10)), mix_grid=(0.0, 1.0), lam=2.0, exact_limit=50)
+    back = StageParams.from_dict(json.loads(json.dumps(p.to_dict())))
+    assert back == p and hash(back) == hash(p)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"k_grid": [[0]]},
+        {"k_grid": []},
+        {"ks": "10"},
+        {"mix_grid": [1.5]},
+        {"lam": float("nan")},
+        {"calibrate": "yes"},
+        {"exact_limit": -1},
+        {"logistic_weight": True},
+        {"nope": 1},
+    ],
+)
+def test_stage_params_from_dict_refuses_bad_values(bad):
+    with pytest.raises(ValueError, match=next(iter(bad)) if "nope" not in bad else "unknown"):
+        StageParams.from_dict(bad)
