@@ -14,6 +14,7 @@ import re
 
 import numpy as np
 
+from .engine.learn.stage_model import StageModel
 from .engine.learn.twostage import StageParams
 from .results import Results
 
@@ -108,6 +109,8 @@ def session_from_dict(cls, data, catalogue, **kwargs):
             f"session: saved for another catalogue of the same size (identity {saved!r:.60}, "
             f"this one is {catalogue_identity(catalogue)!r})"
         )
+    if data.get("stage_model") is not None:  # checked, though a replay fits it again
+        StageModel.from_dict(data["stage_model"])  # a ValueError names the field
     p = _field(data, "params", dict, "an object")
     if "stage" in p:  # files before the second stage was stored replay with the default
         kwargs.setdefault("stage", None if p["stage"] is None else _stage(p["stage"]))

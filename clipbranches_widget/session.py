@@ -19,6 +19,7 @@ from .engine.learn.branches import DecisionBranchesClassifier
 from .engine.learn.twostage import DEFAULT_STAGE, StageParams, refine_set
 from .engine.search.ranking import code_scores, rank
 from .engine.store.catalogue import Catalogue
+from .estimate import cross_validate, fork
 from .persist import SESSION_FORMAT, catalogue_identity, labels_from_json, session_from_dict
 from .results import Results
 from .session_views import ALL_BOXES, LABELLED_VIEW, SessionViews
@@ -29,9 +30,13 @@ log = logging.getLogger(__name__)
 
 #: The classifier of a refine (issue 15): boxes on 8-d subsets with a wider
 #: margin find the candidates (recall and pruning); the second stage
-#: (engine/learn/twostage.py) scores them for precision. An index serves these
-#: boxes when built on the same subsets (engine/subsets.py, REFINE_SIZES).
-REFINE_CLASSIFIER = {"feature_subsets": "8d", "margin": 3.5}
+#: (engine/learn/twostage.py) scores them for precision. A box is judged by the
+#: hull of its positives (``accept="hull"``): with the margin it reaches into
+#: background items that, for a concept of 10 % of the catalogue or more, are
+#: mostly unlabelled positives, and judged whole no box was kept. An index
+#: serves these boxes when built on the same subsets (engine/subsets.py,
+#: REFINE_SIZES).
+REFINE_CLASSIFIER = {"feature_subsets": "8d", "margin": 3.5, "accept": "hull"}
 
 #: Largest k of a search: a knn result is shown, not a catalogue dump (refine finds all).
 MAX_K = 100_000
@@ -302,6 +307,20 @@ class Session(SessionViews):
         )
         return self.results
 
+    def fork(self, labels: dict) -> Session:
+        """A session like this one (settings, background sample, query, round)
+        with other ``labels``: what-if refines that leave this one alone."""
+        return fork(self, labels)
+
+    def estimate_quality(self, folds: int = 5) -> dict:
+        """Precision and recall of the refine cross-validated on the labels
+        (``estimate.cross_validate``: one refine per fold, so about ``folds``
+        rounds of time). Kept in ``results.info["cv"]`` after a refine."""
+        out = cross_validate(self, folds)
+        if self.results.kind == "refined":
+            self.results.info["cv"] = out
+        return out
+
     def _reference(self) -> np.ndarray:
         """Point in code space that ranks ties: query and positives, averaged."""
         comp = self.catalogue.compressor
@@ -349,6 +368,7 @@ class Session(SessionViews):
             "rounds": self.rounds,
             "kind": self.results.kind,
             "model": None if self.model is None else self.model.boxes_.to_dict(),
+            "stage_model": (m.to_dict() if (m := self.results.info.get("stage_model")) else None),
         }
 
     @classmethod

@@ -229,6 +229,13 @@ def grow_boxes(X, y, w, seed, subsets, sizes, params, half_range, prior_sigma, l
         )
 
 
+def _inside(X, dims, lo, hi) -> np.ndarray:
+    inside = np.ones(X.shape[0], bool)
+    for t, j in enumerate(dims):
+        inside &= (X[:, j] >= lo[t]) & (X[:, j] <= hi[t])
+    return inside
+
+
 def expected_half_range(n_max: int = 1024) -> np.ndarray:
     """E[max of n standard normal samples] (Blom's approximation), n = 0..n_max.
 
@@ -288,6 +295,10 @@ class DecisionBranchesClassifier(ClassifierMixin, BaseEstimator):
     class_weight : None, "balanced" or dict {label: weight}, default None
     max_failures : int, default 5
         Stop after this many consecutive seeds whose best box is impure.
+    accept : {"box", "hull"}, default "box"
+        Which region must hold more positive than negative weight for a box to
+        be kept: the box itself, or the bounding box of the positives inside
+        it (the box without its margin).
     random_state : int, Generator or None
     n_jobs : int or None
         Threads for the parallel box search (None: all cores).
@@ -316,6 +327,7 @@ class DecisionBranchesClassifier(ClassifierMixin, BaseEstimator):
         cap_weight=1.0,
         class_weight=None,
         max_failures=5,
+        accept="box",
         random_state=None,
         n_jobs=None,
     ):
@@ -329,6 +341,7 @@ class DecisionBranchesClassifier(ClassifierMixin, BaseEstimator):
         self.cap_weight = cap_weight
         self.class_weight = class_weight
         self.max_failures = max_failures
+        self.accept = accept
         self.random_state = random_state
         self.n_jobs = n_jobs
 
@@ -443,11 +456,12 @@ class DecisionBranchesClassifier(ClassifierMixin, BaseEstimator):
             k = int(sizes[pick[best]])
             dims = subsets[pick[best]]
             blo, bhi = lo[best, :k].copy(), hi[best, :k].copy()
-            inside = np.ones(active.size, bool)
-            for t, j in enumerate(dims):
-                inside &= (Xa[:, j] >= blo[t]) & (Xa[:, j] <= bhi[t])
-            wp = w[active][inside & (ya == 1)].sum()
-            wn = w[active][inside & (ya == 0)].sum()
+            inside = judged = _inside(Xa, dims, blo, bhi)
+            pos = Xa[inside & (ya == 1)][:, list(dims)]
+            if self.accept == "hull" and pos.size:  # the margin reaches into a
+                # large concept's unlabelled positives: judge the box without it
+                judged = _inside(Xa, dims, pos.min(0), pos.max(0))
+            wp, wn = (w[active][judged & (ya == c)].sum() for c in (1, 0))
             if wp <= wn:
                 tried[active[seed_local]] = True
                 failures += 1

@@ -169,6 +169,8 @@ def check_params(est) -> dict:
     out["min_pts"] = (
         "auto" if isinstance(est.min_pts, str) and est.min_pts == "auto" else None
     ) or _count("min_pts", est.min_pts, allow_zero=True)
+    if not (isinstance(est.accept, str) and est.accept in ("box", "hull")):
+        raise ValueError(f"accept: expected 'box' or 'hull', got {est.accept!r}")
     nj = est.n_jobs
     if nj is not None and (not isinstance(nj, numbers.Integral) or isinstance(nj, bool) or nj == 0):
         raise ValueError(f"n_jobs: expected a non-zero integer or None, got {nj!r}")

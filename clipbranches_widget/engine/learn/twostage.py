@@ -38,6 +38,7 @@ from .rescore import (
     linear_scores,
     logistic_code_model,
 )
+from .stage_model import StageModel, fitted_stage
 
 __all__ = ["DEFAULT_STAGE", "Selection", "StageParams", "member", "refine_set", "select"]
 
@@ -150,6 +151,7 @@ class Selection:
     n_candidates: int
     combination: dict = field(default_factory=dict)  # this round's ks and coefficients
     index: np.ndarray = None  # position of each of ids among the candidates
+    stage: dict = None  # what was fitted: the fields of a StageModel (stage_model.py)
 
 
 def member(ids, sorted_keys) -> np.ndarray:
@@ -341,6 +343,23 @@ def select(
         int(candidates.size),
         coef,
         index,
+        fitted_stage(
+            train_ids,
+            y,
+            w,
+            wdim,
+            K,
+            coef,
+            a,
+            b,
+            candidates,
+            c_row,
+            v_c,
+            e_c,
+            tree,
+            m,
+            float(p[un[m - 1]]) if m else 1.0,
+        ),
     )
 
 
@@ -386,6 +405,16 @@ def refine_set(
         params,
         in_box,
     )
+    comp = catalogue.compressor
+    model = StageModel(
+        **sel.stage,
+        extra_ids=extra,
+        positives=pos,
+        labelled=labelled,
+        reference=np.asarray(reference, np.float64),
+        scale=np.asarray(comp.scale_, np.float64),
+        low=np.asarray(comp.low_, np.float64),
+    )
     votes_c = np.zeros(candidates.size, np.int64)
     box_votes = np.asarray(found.votes, np.int64)
     votes_c[in_box] = box_votes if sorted_ids else box_votes[np.argsort(found_ids, kind="stable")]
@@ -404,5 +433,7 @@ def refine_set(
         "cut": sel.cut,
         "combination": sel.combination,
         "fallback": fallback,
+        # the fitted second stage, as data: session files store it, SQL runs it
+        "stage_model": model,
     }
     return sel.ids, votes, sel.scores, info

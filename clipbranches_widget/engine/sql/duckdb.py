@@ -21,8 +21,9 @@ from ..boxes import Boxes
 from ..search.result import ScanResult
 from .parquet import path_list
 from .query import boxes_to_sql, quote_identifier
+from .stage import stage_to_sql
 
-__all__ = ["duckdb_connect", "search_duckdb"]
+__all__ = ["duckdb_connect", "refine_duckdb", "search_duckdb"]
 
 log = logging.getLogger(__name__)
 
@@ -139,3 +140,39 @@ def search_duckdb(
     return ScanResult(
         ids, votes, "duckdb", {"sql": sql.replace(view, "catalogue"), "order": order, "ms": ms}
     )
+
+
+def refine_duckdb(
+    source,
+    model,
+    boxes,
+    *,
+    connection=None,
+    columns=None,
+    id_column: str = "id",
+    threads: int | None = None,
+) -> ScanResult:
+    """A refine's result set computed by DuckDB: ``stage.stage_to_sql(model,
+    boxes)`` run on ``source`` (as ``search_duckdb``). ``model`` is the
+    refine's ``results.info["stage_model"]``. Returns a ``ScanResult`` in the
+    session's order (not id order), ``info["scores"]`` float32 and
+    ``info["sql"]`` the query that ran."""
+    if not isinstance(boxes, Boxes):
+        raise TypeError(f"boxes: expected a Boxes model, got {type(boxes).__name__}")
+    con = connection if connection is not None else duckdb_connect(threads=threads)
+    view = f"clipbranches_{uuid.uuid4().hex[:12]}"
+    sql = stage_to_sql(model, boxes, view, columns=columns, id_column=id_column)
+    t0 = time.perf_counter()
+    _attach(con, source, view)
+    try:
+        got = con.execute(sql).fetchnumpy()
+    finally:
+        _detach(con, source, view)
+        if connection is None:
+            con.close()
+    ms = (time.perf_counter() - t0) * 1e3
+    ids = np.asarray(got[id_column], np.int64)
+    log.info("duckdb: a two-stage refine of %d results in %.1f ms", ids.shape[0], ms)
+    info = {"sql": sql.replace(view, "catalogue"), "ms": ms}
+    info["scores"] = np.asarray(got["score"], np.float32)
+    return ScanResult(ids, np.asarray(got["votes"], np.int64), "duckdb", info)

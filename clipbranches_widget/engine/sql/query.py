@@ -23,7 +23,15 @@ import re
 
 import numpy as np
 
-__all__ = ["boxes_to_sql", "parse_boxes", "quote_identifier", "quote_table", "tokenize"]
+__all__ = [
+    "box_predicates",
+    "boxes_header",
+    "boxes_to_sql",
+    "parse_boxes",
+    "quote_identifier",
+    "quote_table",
+    "tokenize",
+]
 
 _QUOTES = {"ansi": '"', "duckdb": '"', "postgres": '"', "spark": "`"}
 _ORDERS = ("votes", "id", None)
@@ -79,6 +87,23 @@ def _box_predicate(boxes, b: int, cols) -> str:
     )
 
 
+def box_predicates(boxes, *, columns=None, dialect: str = "ansi") -> list[str]:
+    """One ``BETWEEN`` conjunction per box (``TRUE`` for a box without
+    constraints), over the quoted code columns: the pieces of ``boxes_to_sql``."""
+    names = _code_columns(boxes.n_features, columns)
+    cols = [quote_identifier(c, dialect) for c in names]
+    return [_box_predicate(boxes, b, cols) for b in range(boxes.n_boxes)]
+
+
+def boxes_header(boxes) -> str:
+    """The model's header comment (``parse_boxes`` reads the column count from it)."""
+    m = boxes.n_boxes
+    return (
+        f"-- decision-branches model: {m} box{'es' if m != 1 else ''} over "
+        f"{boxes.n_features} code columns; votes = boxes containing the row\n"
+    )
+
+
 def boxes_to_sql(
     boxes,
     table="catalogue",
@@ -96,20 +121,14 @@ def boxes_to_sql(
     """
     if order not in _ORDERS:
         raise ValueError(f"order: expected one of {_ORDERS}, got {order!r}")
-    names = _code_columns(boxes.n_features, columns)
-    cols = [quote_identifier(c, dialect) for c in names]
+    preds = box_predicates(boxes, columns=columns, dialect=dialect)
     idc = quote_identifier(id_column, dialect)
     extra = "".join(f", {quote_identifier(c, dialect)}" for c in select)
-    m = boxes.n_boxes
-    header = (
-        f"-- decision-branches model: {m} box{'es' if m != 1 else ''} over "
-        f"{boxes.n_features} code columns; votes = boxes containing the row\n"
-    )
+    header = boxes_header(boxes)
     order_by = {"votes": f"\nORDER BY votes DESC, {idc}", "id": f"\nORDER BY {idc}", None: ""}[
         order
     ]
     source = quote_table(table, dialect)
-    preds = [_box_predicate(boxes, b, cols) for b in range(m)]
     if not preds:
         return f"{header}SELECT {idc}{extra}, 0 AS votes\nFROM {source}\nWHERE FALSE{order_by}"
     votes = "\n     + ".join(f"CASE WHEN {p} THEN 1 ELSE 0 END" for p in preds)

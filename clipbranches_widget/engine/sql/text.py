@@ -15,10 +15,13 @@ Hive, BigQuery, MySQL) backticks.
 from __future__ import annotations
 
 import json
+import logging
 import re
 
 from ..boxes import Boxes
+from ..learn.stage_model import StageModel
 from .query import boxes_to_sql, quote_identifier, quote_table, tokenize
+from .stage import stage_boxes_sql, stage_to_sql
 
 __all__ = [
     "boxes_from_sql",
@@ -28,6 +31,8 @@ __all__ = [
     "session_from_sql",
     "session_to_sql",
 ]
+
+log = logging.getLogger(__name__)
 
 
 def boxes_from_sql(sql: str, *, columns=None, n_features: int | None = None) -> Boxes:
@@ -44,10 +49,15 @@ _SESSION_TAG = "clipbranches-session"
 def session_to_sql(session, table="catalogue", **kwargs) -> str:
     """A saved session (a ``Session`` or its ``to_dict()``) as one SQL file.
 
-    The text is the refined query (``boxes_to_sql``, ``kwargs`` pass through)
-    preceded by header comments holding the labels and the query text as
-    JSON, so the file is both runnable and a complete record of the session's
-    outcome; ``session_from_sql`` reads it back.
+    The text is the refined query preceded by header comments holding the
+    labels and the query text as JSON, so the file is both runnable and a
+    complete record of the session's outcome; ``session_from_sql`` reads it
+    back. A session with a second stage (``stage_model`` in its dict) gives
+    the two-stage query (``stage.stage_to_sql``: the session's result set in
+    its order; ``columns``, ``id_column``, ``select`` and ``dialect`` pass
+    through); one refined with ``stage=None`` the boxes query
+    (``boxes_to_sql``, ``kwargs`` pass through), whose rows are exactly its
+    results.
     """
     data = session.to_dict() if hasattr(session, "to_dict") else session
     if not isinstance(data, dict) or "labels" not in data:
@@ -60,6 +70,21 @@ def session_to_sql(session, table="catalogue", **kwargs) -> str:
             "items and refine before exporting it as SQL"
         )
     boxes = Boxes.from_dict(data["model"])
+    stage = data.get("stage_model")
+    if stage is not None:
+        if "order" in kwargs:
+            raise ValueError(
+                "session_to_sql: order: a two-stage export is always in the session's order"
+            )
+        body = stage_to_sql(StageModel.from_dict(stage), boxes, table, **kwargs)
+    else:
+        if (data.get("params") or {}).get("stage") is not None:
+            log.warning(
+                "session_to_sql: the session names a second stage but holds no fitted one "
+                "(saved before a refine, or by an older version): exporting the boxes, a "
+                "superset of its results"
+            )
+        body = boxes_to_sql(boxes, table, **kwargs)
     meta = {
         "query": data.get("query"),
         "n_items": data.get("n_items"),
@@ -70,7 +95,7 @@ def session_to_sql(session, table="catalogue", **kwargs) -> str:
         f"-- {_SESSION_TAG}: {json.dumps(meta, sort_keys=True)}\n"
         f"-- labels: {json.dumps(labels, sort_keys=True)}\n"
     )
-    return head + boxes_to_sql(boxes, table, **kwargs) + "\n"
+    return head + body + "\n"
 
 
 _ID = re.compile(r"[0-9]+")
@@ -136,5 +161,5 @@ def session_from_sql(sql: str, *, columns=None) -> dict:
             out.update(_session_meta(_header_json(c[len(_SESSION_TAG) + 1 :], _SESSION_TAG)))
         elif c.startswith("labels:"):
             out["labels"] = _session_labels(_header_json(c[len("labels:") :], "labels"))
-    out["boxes"] = boxes_from_sql(sql, columns=columns)
+    out["boxes"] = boxes_from_sql(stage_boxes_sql(sql) or sql, columns=columns)
     return out

@@ -3,6 +3,7 @@ import pytest
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 
+from clipbranches_widget import Session
 from clipbranches_widget.engine.learn.branches import (
     _HALF_RANGE,
     DecisionBranchesClassifier,
@@ -11,6 +12,7 @@ from clipbranches_widget.engine.learn.branches import (
 )
 from clipbranches_widget.engine.search.scan import scan
 from clipbranches_widget.engine.subsets import REFINE_SIZES
+from tests.test_session import catalogue
 
 from twins import grow_box_twin, votes_twin
 
@@ -192,3 +194,25 @@ def test_a_lone_positive_gets_a_box_of_the_prior_spread(rng):
     assert all(
         narrow.boxes_.upper[0, j] - narrow.boxes_.lower[0, j] == 4 for j in narrow.boxes_.dims[0]
     )
+
+
+def test_hull_acceptance_keeps_the_boxes_of_a_large_concept():
+    # a concept of a tenth of the catalogue (a CIFAR-10 class): the
+    # margin-widened box holds more background weight (mostly unlabelled
+    # positives) than labelled positives, so judged whole it is dropped;
+    # judged by its positives' hull it is kept
+    cat, which = catalogue(np.random.default_rng(12345), 3000, clusters=10)
+    s = Session(cat)
+    s.label(np.flatnonzero(which == 1)[:30], 1)
+    s.label(np.flatnonzero(which != 1)[:30], -1)
+    ids, y, w = s.training_set()
+    X = cat.codes
+    kw = {"feature_subsets": "8d", "margin": 3.5, "random_state": 2}
+    box = DecisionBranchesClassifier(**kw).fit(X[ids], y, sample_weight=w)
+    hull = DecisionBranchesClassifier(accept="hull", **kw).fit(X[ids], y, sample_weight=w)
+    assert box.boxes_.n_boxes == 0
+    found = hull.predict(X) == 1
+    assert hull.boxes_.n_boxes >= 1
+    assert (which[found] == 1).mean() > 0.95 and found[which == 1].mean() > 0.5
+    with pytest.raises(ValueError, match="accept: expected 'box' or 'hull'"):
+        DecisionBranchesClassifier(accept="both").fit(X[ids], y)
