@@ -12,21 +12,26 @@ import logging
 import traitlets
 
 from . import warmup
+from .jobs import Cancelled, Job, JobQueue
 from .persist import labels_from_json
 from .protocol import FRONTEND_KEYS, Action, parse_action
 
-__all__ = ["READ_ONLY", "ActionChannel"]
+__all__ = ["BACKGROUND", "READ_ONLY", "ActionChannel"]
 
 log = logging.getLogger(__name__)
 
 #: Actions that only read: they answer in their ack and leave the shared state alone.
 READ_ONLY = ("detail", "export")
+#: Actions run in a worker thread, so that a cancel can reach them while they run.
+BACKGROUND = ("refine",)
 
 
 class ActionChannel:
     """Front end -> Python: key-by-key state updates, and actions applied with their state."""
 
     _acting: Action | None = None  # the action whose results _show puts out
+    _job: Job | None = None  # ... and its job (a cancel marks it)
+    _job_queue: JobQueue | None = None
 
     def set_state(self, sync_data) -> None:
         """Apply a front-end state update key by key. Only the front end's own keys
@@ -53,9 +58,25 @@ class ActionChannel:
         log.warning("front-end state refused: %s", text)
         self.error = text
 
+    @property
+    def _jobs(self) -> JobQueue:
+        if self._job_queue is None:
+            self._job_queue = JobQueue()
+        return self._job_queue
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until every action sent so far has been answered (a refine runs
+        in a worker thread); False if ``timeout`` seconds pass first."""
+        return self._jobs.wait(timeout)
+
     def _on_labels(self, change) -> None:
+        labels = change["new"] or {}
+        # in turn: while a refine runs, after it (it trains on the labels it carries)
+        self._jobs.submit(Job(lambda job: self._set_labels(labels)))
+
+    def _set_labels(self, labels) -> None:
         try:
-            self._session.set_labels(labels_from_json(change["new"] or {}))
+            self._session.set_labels(labels_from_json(labels))
         except (TypeError, ValueError, IndexError) as e:
             # the session keeps its last valid labels; the user sees why
             text = str(e)
@@ -67,6 +88,9 @@ class ActionChannel:
             log.warning("ignored a front-end message that is not an action: %.200r", content)
             return
         action = act.name if isinstance(act.name, str) else None
+        if action == "cancel" and not act.problem:
+            self._cancel(act)  # at once, also while a refine runs
+            return
         handler = self._actions.get(action) if action else None
         problem = act.problem or (
             ""
@@ -76,19 +100,50 @@ class ActionChannel:
         if problem:
             self._ack(act, action, False, problem)
             return
+        self._jobs.submit(
+            Job(
+                lambda job: self._perform(act, action, handler, job),
+                background=action in BACKGROUND,
+                key=(act.view, act.seq),
+            )
+        )
+
+    def _cancel(self, act: Action) -> None:
+        target = act.content.get("target")
+        if isinstance(target, bool) or not isinstance(target, int):
+            self._ack(
+                act,
+                "cancel",
+                False,
+                f"cancel: expected the sequence number of an action, got {target!r:.80}",
+            )
+            return
+        where = self._jobs.cancel(lambda job: job.key == (act.view, target))
+        log.info("cancel of action %s: %s", target, where or "nothing to cancel (done)")
+        # found "running" / "queued": its own ack says cancelled; "": it had finished
+        self._ack(act, "cancel", True, found=where)
+
+    def _perform(self, act: Action, action: str, handler, job: Job) -> None:
         shared = action not in READ_ONLY
-        if shared:
-            # sent at once: the front end shows what is running (and why it is slow)
-            first = action == "refine" and not warmup.is_warm()
-            self.status = f"{action}: the first refine compiles once" if first else action
-        self._acting = act
+        self._acting, self._job = act, job
+        before = {}
         try:
+            if job.cancelled():  # cancelled while it waited its turn
+                raise Cancelled
+            if shared:
+                # sent at once: the front end shows what is running (and why it is slow)
+                first = action == "refine" and not warmup.is_warm()
+                self.status = f"{action}: the first refine compiles once" if first else action
             # a read-only action leaves the state alone, but a malformed one is
             # still refused: its answer would be for a state no one has
             values = self._check_state(act.state)
             if shared:
+                before = {k: getattr(self, k) for k in values if k != "user_labels"}
                 self._apply_state(act.state, values)
             extra, reply_buffers = handler(act.content) or ({}, [])
+        except Cancelled:
+            self._answer_cancelled(act, action, before)
+            return
         except Exception as e:  # shown in the widget; the labels (front-end state) stay
             log.warning(
                 "%s failed: %s",
@@ -105,10 +160,20 @@ class ActionChannel:
             self._ack(act, action, False, message)
             return
         finally:
-            self._acting = None
+            self._acting = self._job = None
         if self.status != "ready":
             self.status = "ready"
         self._ack(act, action, True, **extra, buffers=reply_buffers)
+
+    def _answer_cancelled(self, act: Action, action: str, before: dict) -> None:
+        """Labels as carried (the front end shows them), the page and facet as
+        they were before the action, results untouched; said in the reply."""
+        with self.hold_sync():
+            if before:
+                self._apply_state(before, before)
+            self.status = "ready"
+            self.reply = {**self._reply(ok=False), "cancelled": True}
+        self._ack(act, action, False, f"{action} cancelled", cancelled=True)
 
     def _reply(self, ok: bool = True) -> dict:
         act = self._acting

@@ -24,7 +24,14 @@ from .persist import SESSION_FORMAT, catalogue_identity, labels_from_json, sessi
 from .results import Results
 from .session_views import ALL_BOXES, LABELLED_VIEW, SessionViews
 
-__all__ = ["ALL_BOXES", "LABELLED_VIEW", "Results", "Session", "labels_from_json"]
+__all__ = [
+    "ALL_BOXES",
+    "LABELLED_VIEW",
+    "RefineCancelled",
+    "Results",
+    "Session",
+    "labels_from_json",
+]
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +84,15 @@ def _query_vector(catalogue: Catalogue, query) -> np.ndarray:
         raise ValueError("query: the query vector contains NaN or inf")
     norm = np.linalg.norm(v)
     return v / norm if norm > 0 else v
+
+
+class RefineCancelled(Exception):
+    """A refine stopped by its ``should_stop`` (the session is as it was)."""
+
+
+def _check_stop(should_stop, after: str) -> None:
+    if should_stop is not None and should_stop():
+        raise RefineCancelled(f"refine cancelled after {after}; nothing changed")
 
 
 class Session(SessionViews):
@@ -154,7 +170,8 @@ class Session(SessionViews):
         self._facets = None  # (results, (n_results, n_boxes) bool) of the last view
         self._identity = None
         self._before = np.zeros(0, np.int64)  # ids of the results a refine replaced
-        warmup.start(catalogue.codes.shape[1])
+        codes = catalogue.codes
+        warmup.start(codes.shape[1], self.classifier_params, not codes.flags.writeable)
 
     def reset(self) -> None:
         """Start over: no labels, model, results or query, and round 0."""
@@ -236,10 +253,13 @@ class Session(SessionViews):
         w = np.concatenate([np.ones(ids.size), np.full(bg.size, self.background_weight)])
         return np.concatenate([ids, bg]), np.concatenate([y, np.zeros(bg.size, np.int64)]), w
 
-    def refine(self) -> Results:
+    def refine(self, should_stop=None) -> Results:
         """Fit decision branches on the labels and return every accepted item.
 
         Labels are never modified here: a failed refine leaves them intact.
+        ``should_stop()``, when given, is asked between the steps (after the
+        fit, after the search); true raises ``RefineCancelled`` before
+        anything of the session changed.
         """
         n_pos = sum(1 for v in self._labels.values() if v > 0)
         if n_pos == 0:
@@ -258,8 +278,10 @@ class Session(SessionViews):
             self.catalogue.codes[ids], y, sample_weight=weights
         )
         t1 = time.perf_counter()
+        _check_stop(should_stop, "the fit")
         found = self.catalogue.search_boxes(model.boxes_, n_jobs=self.n_jobs)
         t2 = time.perf_counter()
+        _check_stop(should_stop, "the search")
         if self.stage is None:
             scores = code_scores(
                 self.catalogue.codes, found.ids, self.catalogue.compressor, self._reference()

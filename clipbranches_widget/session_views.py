@@ -64,6 +64,22 @@ class SessionViews:
     def n_positives(self) -> int:
         return sum(1 for v in self._labels.values() if v > 0)
 
+    def marks(self) -> views.RoundMarks:
+        """The round's marks (accepted and rejected positives, new items): one
+        definition for the summary, the badges and the details. Made once per
+        result set, with the labels it was refined on (a refine's results are
+        shown at once), so later label changes do not re-mark them."""
+        cached = getattr(self, "_marks", None)
+        if cached is None or cached[0] is not self.results:
+            before = getattr(self, "_before", None)
+            cached = (self.results, views.RoundMarks.of(self.results, self._labels, before))
+            self._marks = cached
+        return cached[1]
+
+    def badges(self, ids, *, labelled_view: bool = False) -> list[str]:
+        """Per id: "new", "rejected" or "" (``RoundMarks.badges``)."""
+        return self.marks().badges(ids, labelled_view=labelled_view)
+
     def summary(self) -> str:
         """What the last step did, in words: "148 matches · 37 new · 5 of your 5 positives"."""
         return views.summary(
@@ -72,13 +88,13 @@ class SessionViews:
             n_items=len(self.catalogue),
             query=self.query,
             rounds=self.rounds,
-            before=self._before,
+            marks=self.marks(),
         )
 
     def explain(self, i: int) -> dict:
         """Why item ``i`` is shown: rank, votes, score, similarity, the boxes holding it."""
         i = int(self.catalogue.check_ids([i])[0])
-        return views.explain(
+        detail = views.explain(
             i,
             catalogue=self.catalogue,
             results=self.results,
@@ -86,3 +102,8 @@ class SessionViews:
             labels=self._labels,
             query_vector=self.query_vector,
         )
+        # the same verdict as the badge and the summary's count (RoundMarks)
+        marks = self.marks()
+        detail["verdict"] = marks.verdict(i, detail["label"])
+        detail["cut"] = marks.cut
+        return detail

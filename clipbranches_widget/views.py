@@ -7,6 +7,7 @@ widget; no widget code.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from urllib.parse import unquote, urlparse
 
 import numpy as np
@@ -14,8 +15,9 @@ import numpy as np
 from .results import Results
 
 __all__ = [
-    "RoundBadges",
-    "badges",
+    "RoundMarks",
+    "acceptance_cut",
+    "accepted_positives",
     "box_facets",
     "browse",
     "display_path",
@@ -101,8 +103,11 @@ def explain(i: int, *, catalogue, results: Results, boxes, labels: dict, query_v
     }
 
 
-def summary(res: Results, labels: dict, *, n_items: int, query, rounds: int, before) -> str:
-    """What the last step did, in words: "148 matches · 37 new · 5 of your 5 positives"."""
+def summary(res: Results, labels: dict, *, n_items: int, query, rounds: int, marks) -> str:
+    """What the last step did, in words: "148 matches · 37 new · 5 of your 5 positives".
+
+    ``marks``: the round's :class:`RoundMarks`, the same the badges and the
+    details use, so the counts here are the badges' counts."""
     n_pos = sum(1 for v in labels.values() if v > 0)
     if res.kind == "empty":
         return f"{n_items:,} images \u00b7 no search yet"
@@ -115,14 +120,12 @@ def summary(res: Results, labels: dict, *, n_items: int, query, rounds: int, bef
             f"\u00b7 showing your {n_pos} positive{'s' if n_pos != 1 else ''} instead"
         )
     info = getattr(res, "info", None) or {}
-    new = int((~np.isin(res.ids, before)).sum())
-    pos = np.array([i for i, v in labels.items() if v > 0], np.int64)
-    # the positives the model itself accepts (a refine keeps every positive in view)
-    accepted = info.get("accepted_positives")
-    kept = accepted if isinstance(accepted, int) else int(np.isin(pos, res.ids).sum())
+    new = int(marks.new(res.ids).sum())
+    n_pos = marks.n_positives
+    kept = int(marks.accepted.size)
     parts = [f"{res.count:,} match{'es' if res.count != 1 else ''}", f"{new:,} new"]
     positives = f"{kept} of your {n_pos} positive{'s' if n_pos != 1 else ''}"
-    if isinstance(accepted, int) and accepted < n_pos:
+    if kept < n_pos:
         # the session shows every positive, also those the model rejects: say which is which
         positives += f" accepted \u00b7 all {n_pos} shown"
     parts.append(positives)
@@ -136,57 +139,101 @@ def summary(res: Results, labels: dict, *, n_items: int, query, rounds: int, bef
     return " \u00b7 ".join(parts)
 
 
-def rejected_positives(res: Results, labels: dict) -> np.ndarray:
-    """The labelled positives a refine's model does not accept (sorted ids).
+def accepted_positives(res: Results, labels: dict) -> np.ndarray:
+    """The labelled positives a refine's model itself accepts (sorted ids).
 
-    A refine shows every positive, also those its model rejects. Accepted
-    are the positives inside a box (votes > 0); when ``res.info`` says how
-    many the model accepts (``accepted_positives``: its score cut keeps the
-    best-scored), only that many of them, best score first. ``labels``: the
-    labels the refine was trained on.
-    """
+    ``res.info["accepted_ids"]`` when the refine says (the two-stage refine:
+    inside a box and scored at or above its cut); otherwise (boxes alone)
+    the positives inside a box (votes > 0). ``labels``: the labels the
+    refine was trained on."""
     pos = np.sort(np.fromiter((i for i, v in labels.items() if v > 0), np.int64))
     if res.kind != "refined" or not pos.size:
         return np.zeros(0, np.int64)
-    rows = np.flatnonzero(np.isin(res.ids, pos) & (np.asarray(res.votes) > 0))
-    n = (res.info or {}).get("accepted_positives")
-    if isinstance(n, int) and not isinstance(n, bool) and 0 <= n < rows.size:
-        best = np.argsort(-np.asarray(res.scores, np.float64)[rows], kind="stable")
-        rows = rows[best[:n]]
-    return np.setdiff1d(pos, res.ids[rows])
+    ids = (res.info or {}).get("accepted_ids")
+    if ids is None:
+        ids = res.ids[np.asarray(res.votes) > 0]
+    return np.intersect1d(pos, np.asarray(ids, np.int64))
 
 
-def badges(ids, *, before, rejected) -> list[str]:
-    """Per id: "rejected" (a positive the model does not accept), "new" (not in
-    ``before``, the previous round's result ids, sorted; None: unknown, no
-    badge) or ""."""
-    ids = np.asarray(ids, np.int64)
-    rej = np.isin(ids, rejected)
-    new = np.zeros(ids.size, bool) if before is None else ~np.isin(ids, before)
-    return ["rejected" if r else "new" if n else "" for r, n in zip(rej.tolist(), new.tolist())]
+def rejected_positives(res: Results, labels: dict) -> np.ndarray:
+    """The labelled positives a refine's model does not accept (sorted ids):
+    every positive not in :func:`accepted_positives` (shown anyway)."""
+    pos = np.sort(np.fromiter((i for i, v in labels.items() if v > 0), np.int64))
+    if res.kind != "refined" or not pos.size:
+        return np.zeros(0, np.int64)
+    return np.setdiff1d(pos, accepted_positives(res, labels))
 
 
-class RoundBadges:
-    """The badges of the results a viewer shows, round after round: "new" for
-    an item not among the result set shown before, "rejected" for a positive
-    the model does not accept. Only a refine's results get badges; the
-    labelled view (what the user has seen) only "rejected"."""
+def acceptance_cut(res: Results) -> float | None:
+    """The score a refine's item needs to be accepted (None: no such cut).
 
-    def __init__(self):
-        self._res = None  # the result set the badges are for
-        self._before = None  # sorted ids of the one shown before it (None: not seen)
-        self._rejected = np.zeros(0, np.int64)
+    The two-stage refine accepts a positive inside a box when its score is
+    at least ``min(info["cut"], 0.5)`` (engine/learn/twostage.py
+    ``refine_set``); ``info["accept_cut"]``, when a refine gives it, wins."""
+    info = res.info or {}
+    cut = info.get("accept_cut", info.get("cut"))
+    if not isinstance(cut, (int, float)) or isinstance(cut, bool) or not np.isfinite(cut):
+        return None
+    return float(cut) if "accept_cut" in info else min(float(cut), 0.5)
 
-    def __call__(self, res: Results, labels: dict, ids, *, labelled_view: bool) -> list[str]:
-        if res is not self._res:
-            # a new result set: ``labels`` are the ones it was refined on, as
-            # it is shown at once
-            self._before = None if self._res is None else np.sort(self._res.ids)
-            self._res, self._rejected = res, rejected_positives(res, labels)
-        if res.kind != "refined":
-            return [""] * len(ids)
-        before = None if labelled_view else self._before
-        return badges(ids, before=before, rejected=self._rejected)
+
+@dataclass(frozen=True)
+class RoundMarks:
+    """What one result set says of each item: the one definition behind the
+    round summary's counts, the grid's badges and the details.
+
+    ``accepted`` / ``rejected``: sorted ids of the positives (those the
+    results were refined on) the model accepts / does not accept;
+    ``before``: sorted ids of the results the refine replaced (None:
+    unknown); ``cut``: the acceptance cut (``acceptance_cut``).
+    """
+
+    kind: str
+    accepted: np.ndarray
+    rejected: np.ndarray
+    before: np.ndarray | None
+    cut: float | None = None
+
+    @classmethod
+    def of(cls, res: Results, labels: dict, before) -> RoundMarks:
+        return cls(
+            res.kind,
+            accepted_positives(res, labels),
+            rejected_positives(res, labels),
+            None if before is None else np.sort(np.asarray(before, np.int64)),
+            acceptance_cut(res),
+        )
+
+    @property
+    def n_positives(self) -> int:
+        return int(self.accepted.size + self.rejected.size)
+
+    def new(self, ids) -> np.ndarray:
+        """Per id: a result of this round that was not among ``before``, and
+        not one of your positives the model rejects (that one is "rejected")."""
+        ids = np.asarray(ids, np.int64)
+        if self.kind != "refined" or self.before is None:
+            return np.zeros(ids.size, bool)
+        return ~np.isin(ids, self.before) & ~np.isin(ids, self.rejected)
+
+    def badges(self, ids, *, labelled_view: bool = False) -> list[str]:
+        """Per id: "rejected", "new" or "". The labelled view (what the user
+        has seen) gets no "new"; only a refine's results get badges."""
+        ids = np.asarray(ids, np.int64)
+        if self.kind != "refined":
+            return [""] * ids.size
+        rej = np.isin(ids, self.rejected)
+        new = np.zeros(ids.size, bool) if labelled_view else self.new(ids)
+        return ["rejected" if r else "new" if n else "" for r, n in zip(rej.tolist(), new.tolist())]
+
+    def verdict(self, i: int, label: int) -> str:
+        """For the details: "accepted" (a positive the model accepts),
+        "rejected" (one it does not) or "" (not a positive, or no refine)."""
+        if self.kind != "refined" or label <= 0:
+            return ""
+        if np.isin(i, self.accepted):
+            return "accepted"
+        return "rejected" if np.isin(i, self.rejected) else ""
 
 
 def rank_scores(shown: Results, results: Results) -> np.ndarray:

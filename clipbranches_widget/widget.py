@@ -10,7 +10,7 @@ State lives in synced traits with one writer per key:
   ``timings``, ``error``, ``facets`` (results per box of the model), ... (the
   front end only reads them).
 
-Actions (search, more, refine, reset, page, detail, export) arrive as custom
+Actions (search, more, refine, reset, page, detail, export, cancel) arrive as custom
 messages ``{"type": "action", "action": ..., "req": ..., "seq": ..., "state":
 {...}}`` (see ``protocol``): the state the user acted on is applied first, so
 an action never runs on labels or a page its own state update has not yet
@@ -18,7 +18,9 @@ delivered. Each gets one reply ``{"type": "ack", "req": ..., "seq": ..., "ok":
 ...}``. Results never travel in the ack: they are set on the traits under
 ``hold_sync()`` with ``reply`` (the view and sequence number they answer), so
 every view updates at once and a view ignores results older than its last
-action. All search logic lives in ``Session``; this module only translates.
+action. A refine runs in a worker thread, so a ``cancel`` can reach it;
+meanwhile later messages wait their turn (``jobs.py``). All search logic
+lives in ``Session``; this module only translates.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from .channel import ActionChannel
 from .engine._atomic import write_text
 from .engine.store.catalogue import Catalogue
 from .export import export_results
+from .jobs import Job, refine_cancellably
 from .protocol import FRONTEND_KEYS, StrictInt
 from .session import Session
 from .thumbnails import Thumbnailer, full_image
@@ -138,7 +141,6 @@ class ClipBranches(ActionChannel, anywidget.AnyWidget):
             )
         self._session = session
         self._thumbs = Thumbnailer(thumb_size)
-        self._badges = views.RoundBadges()
         # the user's intent starts from the session (a reloaded one keeps its labels);
         # this is the only time Python sets these keys, before any front end exists
         user = {
@@ -261,7 +263,8 @@ class ClipBranches(ActionChannel, anywidget.AnyWidget):
         self._show()
 
     def _refine(self, content):
-        self._session.refine()
+        # in a worker thread: stops at a cancel where the work can (jobs.py)
+        refine_cancellably(self._session, self._job or Job(lambda job: None))
         self._show()
 
     def _reset(self, content):
@@ -307,7 +310,7 @@ class ClipBranches(ActionChannel, anywidget.AnyWidget):
         t0 = time.perf_counter()
         # one score per item, decreasing in the order shown (views.rank_scores)
         shown_scores = views.rank_scores(page, res)
-        badges = self._badges(s.results, s.labels, page.ids, labelled_view=shown.kind == "labelled")
+        badges = s.badges(page.ids, labelled_view=shown.kind == "labelled")
         items = [
             self._item(int(i), int(v), float(sc), badge)
             for i, v, sc, badge in zip(page.ids, page.votes, shown_scores, badges)

@@ -339,3 +339,26 @@ def test_kernels_compile_in_the_background():
     assert warmup.start(32) is thread  # once per process
     thread.join(600)
     assert warmup.is_warm()
+
+
+@pytest.mark.parametrize("stop_at", [1, 2])
+def test_a_refine_stopped_between_steps_changes_nothing(rng, stop_at):
+    from clipbranches_widget.session import RefineCancelled
+
+    cat, which = catalogue(rng, 1000)
+    s = Session(cat)
+    s.search([0])
+    s.label(np.flatnonzero(which == which[0])[:5], 1)
+    s.label(np.flatnonzero(which != which[0])[:5], -1)
+    before = (s.labels, s.results, s.model, s.rounds)
+    calls = []
+
+    def should_stop():
+        calls.append(1)
+        return len(calls) >= stop_at
+
+    after = "the fit" if stop_at == 1 else "the search"
+    with pytest.raises(RefineCancelled, match=f"cancelled after {after}; nothing changed"):
+        s.refine(should_stop=should_stop)
+    assert (s.labels, s.results, s.model, s.rounds) == before
+    assert s.refine(should_stop=lambda: False).kind == "refined" and s.rounds == 1

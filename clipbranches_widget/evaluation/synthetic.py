@@ -9,23 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..engine.codes.pca import Compressor
+from ..engine.codes.pca import identity_compressor
 
 __all__ = ["clustered_codes", "identity_compressor"]
-
-
-def identity_compressor(d: int = 32) -> Compressor:
-    """A compressor for synthetic codes: the codes are the data (dequantised = code value)."""
-    return Compressor.from_dict(
-        {
-            "kind": "pca",
-            "params": Compressor().get_params(),
-            "mean": [0.0] * d,
-            "components": np.eye(d).tolist(),
-            "low": [0.0] * d,
-            "scale": [1.0] * d,
-        }
-    )
 
 
 def clustered_codes(

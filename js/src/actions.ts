@@ -13,6 +13,7 @@ import type { Ack, Reply, State } from "./types";
 
 interface Pending {
   action: string;
+  seq: number;
   t0: number;
   resolve: (ack: Ack) => void;
 }
@@ -21,7 +22,7 @@ interface Pending {
 export const SLOW_MS = 20000;
 
 /** Actions that only read: they answer in the ack and change no shared state. */
-export const READ_ONLY = new Set(["detail", "export"]);
+export const READ_ONLY = new Set(["detail", "export", "cancel"]);
 
 export class Actions {
   /** This view's name in `reply.view` (several cells may show the same model). */
@@ -38,6 +39,11 @@ export class Actions {
 
   get busy(): string[] {
     return [...this.pending.values()].map((p) => p.action);
+  }
+
+  /** The sequence numbers of this view's unanswered `action`s, oldest first. */
+  pendingSeqs(action: string): number[] {
+    return [...this.pending.values()].filter((p) => p.action === action).map((p) => p.seq).sort((x, y) => x - y);
   }
 
   get oldest(): number | null {
@@ -63,7 +69,7 @@ export class Actions {
       this.latestReq = req;
     }
     return new Promise<Ack>((resolve) => {
-      this.pending.set(req, { action, t0: performance.now(), resolve });
+      this.pending.set(req, { action, seq, t0: performance.now(), resolve });
       this.model.send({ type: "action", action, req, seq, view: this.view, ...(state ? { state } : {}), ...extra });
       this.onChange();
     });

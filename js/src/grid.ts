@@ -87,7 +87,7 @@ class Cell {
     this.badge.textContent = item.badge === "new" ? "new" : item.badge === "rejected" ? "rejected" : "";
     this.badge.title = item.badge === "new"
       ? "new in this round: not among the previous results"
-      : item.badge === "rejected" ? "your positive, but the model does not accept it" : "";
+      : item.badge === "rejected" ? "your positive, not accepted by the model (details: \u2922)" : "";
   }
 
   state(label: number, selected: boolean, cursor: boolean): void {

@@ -16,6 +16,28 @@ function fmt(x: number | null | undefined, digits = 3): string {
   return (Math.abs(x) < 0.5 * 10 ** -digits ? 0 : x).toFixed(digits); // never "-0.00"
 }
 
+function boxesText(n: number, of: number): string {
+  return `inside ${n} of the model's ${of} box${of > 1 ? "es" : ""}`;
+}
+
+/** Why an item is shown, by the same verdict as its badge and the round summary. */
+function verdictText(d: Detail): string {
+  // the item's own score (not the grid's rounded one) against the cut: the verdict decides
+  const vsCut = (sign: string) => d.cut === null || d.cut === undefined || d.score === null
+    ? "" : `score ${fmt(d.score, 3)} ${sign} the cut ${fmt(d.cut, 3)}`;
+  if (d.verdict === "rejected") {
+    const why = d.boxes.length ? [boxesText(d.boxes.length, d.n_boxes), vsCut("<")].filter(Boolean).join(", but ") : "outside every box of the model";
+    return `Your positive, not accepted by the model: ${why} (shown because you marked it)`;
+  }
+  if (d.verdict === "accepted") {
+    return `Your positive, accepted by the model: ${[boxesText(d.boxes.length, d.n_boxes), vsCut("\u2265")].filter(Boolean).join(", ")}`;
+  }
+  if (d.boxes.length) return `Why it matched: ${boxesText(d.boxes.length, d.n_boxes)}`;
+  return d.label > 0 && d.rank !== null
+    ? "Not inside any box of the model: shown because you marked it positive"
+    : "Not inside any box of the model";
+}
+
 export class Lightbox {
   readonly el: HTMLDivElement;
   private readonly body: HTMLDivElement;
@@ -108,11 +130,8 @@ export class Lightbox {
     if (d.n_boxes) {
       const head = document.createElement("div");
       head.className = "cb-why-head";
-      head.textContent = d.boxes.length
-        ? `Why it matched: inside ${d.boxes.length} of the model's ${d.n_boxes} box${d.n_boxes > 1 ? "es" : ""}`
-        : d.label > 0 && d.rank !== null
-          ? "Not inside any box of the model: shown because you marked it positive"
-          : "Not inside any box of the model";
+      head.textContent = verdictText(d);
+      head.classList.toggle("cb-verdict-rejected", d.verdict === "rejected");
       why.append(head);
       const list = document.createElement("ul");
       list.className = "cb-boxes";

@@ -2,6 +2,7 @@
 // summary in words) and what it is (view, labels, work in progress, timings).
 // Each is one line that never wraps, so nothing below it moves.
 import { SLOW_MS, type Actions } from "./actions";
+import { button } from "./dom";
 import type { AnyModel } from "@anywidget/types";
 import type { State } from "./types";
 
@@ -32,15 +33,22 @@ export class StatusLine {
   private readonly counts = span("cb-counts");
   private readonly busy = span("cb-busy-text");
   private readonly timings = span("cb-timings");
+  private readonly cancel: HTMLButtonElement;
   private timer: number | undefined;
+  /** A cancel was sent for the running refine; its answer has not come yet. */
+  cancelling = false;
 
-  constructor() {
+  constructor(onCancel: () => void) {
+    // stops a refine (the one compile of a first refine, or any long one): in this
+    // one-line row, so it comes and goes without moving anything
+    this.cancel = button("Cancel", "cb-cancel", "Stop this refine: labels, results and page stay as they were", onCancel);
+    this.cancel.hidden = true;
     const top = document.createElement("div");
     top.className = "cb-summary";
     top.append(this.total, this.round);
     const bottom = document.createElement("div");
     bottom.className = "cb-status";
-    bottom.append(this.kind, this.counts, this.busy, this.timings);
+    bottom.append(this.kind, this.counts, this.busy, this.cancel, this.timings);
     this.rows = [top, bottom];
   }
 
@@ -100,7 +108,7 @@ export class StatusLine {
 
   renderBusy(m: AnyModel<State>, actions: Actions): void {
     const root = this.busy.closest(".cb-root");
-    const pending = actions.busy.filter((a) => a !== "detail" && a !== "export");
+    const pending = actions.busy.filter((a) => a !== "detail" && a !== "export" && a !== "cancel");
     const status = m.get("status");
     const busy = pending.length > 0 || status !== "ready";
     root?.classList.toggle("cb-is-busy", busy);
@@ -108,10 +116,14 @@ export class StatusLine {
     const compiling = status.includes("compiles once");
     const slow = oldest !== null && performance.now() - oldest > SLOW_MS && !compiling;
     const elapsed = oldest !== null ? Math.floor((performance.now() - oldest) / 1000) : 0;
+    const refining = actions.pendingSeqs("refine").length > 0;
+    this.cancel.hidden = !refining || this.cancelling;
     this.busy.textContent = !busy
       ? ""
-      : compiling
-        ? `${status} (about 20 s) \u2013 ${elapsed} s\u2026`
+      : refining && this.cancelling
+        ? "cancelling the refine\u2026"
+        : compiling
+          ? `refine ${elapsed} s \u2013 the first refine compiles once (about 20 s)`
         : slow
           ? "no reply from the kernel yet \u2013 is it still running?"
           : status !== "ready"

@@ -59,6 +59,7 @@ export interface Reply {
   seq: number;
   action: string;
   ok: boolean;
+  cancelled?: boolean;
 }
 
 /** One box of the model and how many results it contains. */
@@ -88,6 +89,11 @@ export interface Detail {
   n_boxes: number;
   boxes: BoxWhy[];
   kind: string;
+  /** Of a positive after a refine: "accepted" by the model, or "rejected" (shown
+   * anyway); "" otherwise. The same definition as the badge and the summary. */
+  verdict: "" | "accepted" | "rejected";
+  /** The score an item needs to be accepted (null: no such cut). */
+  cut: number | null;
   width: number;
   height: number;
   mime: string;
@@ -104,6 +110,10 @@ export interface Ack {
   detail?: Detail;
   path?: string;
   count?: number;
+  /** The action was cancelled: nothing it would change has changed. */
+  cancelled?: boolean;
+  /** Of a cancel: "running" / "queued" (its target answers cancelled) or "" (too late). */
+  found?: string;
   buffers: DataView[];
   ms: number;
 }

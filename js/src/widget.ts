@@ -86,7 +86,7 @@ class View {
 
     // two fixed-height lines (no wrap: nothing below moves), the banner floats over them
     const info = el("div", "cb-info");
-    this.status = new StatusLine();
+    this.status = new StatusLine(() => this.cancelRefine());
     this.banner = new Banner(() => this.renderError());
     info.append(...this.status.rows, this.banner.el);
 
@@ -229,10 +229,32 @@ class View {
   }
 
   private refine(): void {
+    const back = { page: this.model.get("user_page"), box: this.model.get("user_box") };
     this.model.set("user_box", -1);
     this.model.set("user_page", 0);
     this.model.save_changes();
-    void this.run("refine");
+    void this.run("refine").then((ack) => {
+      this.status.cancelling = false;
+      if (ack.cancelled) this.refineCancelled(back);
+    });
+  }
+
+  /** Cancel every refine of this view still unanswered (it stops where its work can). */
+  private cancelRefine(): void {
+    const targets = this.actions.pendingSeqs("refine");
+    if (!targets.length) return;
+    this.status.cancelling = true;
+    for (const target of targets) void this.actions.send("cancel", { target });
+  }
+
+  /** A cancelled refine changed nothing: the page and facet it had reset come back. */
+  private refineCancelled(back: { page: number; box: number }): void {
+    this.model.set("user_page", back.page);
+    this.model.set("user_box", back.box);
+    this.model.save_changes();
+    this.banner.notice = "Refine cancelled: labels, results and page are as they were.";
+    this.renderError();
+    this.renderSummary();
   }
 
   private showBox(box: number): void {

@@ -283,6 +283,9 @@ def handle(w, sent, watch, msg) -> tuple[str, str]:
         w._handle_msg(msg)
     except Exception as e:  # noqa: BLE001 - the outcome under test
         return f"raised {type(e).__name__}: {e}", ""
+    # a refine runs in a worker thread, and what arrives meanwhile waits for
+    # it: judge the outcome once every message so far has been handled
+    assert w.wait(600), "the widget did not finish handling a message"
     for r in watch.records:
         if r.levelno >= logging.WARNING and (
             r.exc_info or "Exception in widget method" in r.getMessage()
@@ -322,7 +325,7 @@ def test_random_messages_never_escape_nor_corrupt_labels(widget, watch, outcomes
             bad.append((outcome, what))
     # the widget still works after all that
     w._handle_msg(update({"user_labels": {"1": 1, "2": -1}}))
-    assert w.labels == {1: 1, 2: -1}
+    assert w.wait(600) and w.labels == {1: 1, 2: -1}
     assert not bad, "\n".join(f"{o}: {m}" for o, m in bad[:60])
 
 

@@ -236,18 +236,23 @@ def test_rank_scores_of_a_votes_first_ranking_add_the_closeness():
     assert np.isnan(views.rank_scores(browse, browse)).all()
 
 
+def _summary(res, labels, before):
+    marks = views.RoundMarks.of(res, labels, before)
+    return views.summary(res, labels, n_items=10, query=None, rounds=1, marks=marks)
+
+
 def test_the_round_summary_says_which_positives_the_model_accepts():
     res = views.Results(
         np.array([1, 2, 3, 9]),
         np.ones(4, int),
         np.linspace(1, 0, 4),
         "refined",
-        info={"accepted_positives": 1, "expected_precision": 0.8},
+        info={"accepted_ids": np.array([2]), "expected_precision": 0.8, "cut": 0.4},
     )
     labels = {1: 1, 2: 1, 3: 1, 7: -1}
-    text = views.summary(res, labels, n_items=10, query=None, rounds=1, before=np.array([9]))
-    assert text == (
-        "4 matches \u00b7 3 new \u00b7 1 of your 3 positives accepted \u00b7 all 3 shown"
+    # new: not among before (9), and not a positive the model rejects (1, 3): only 2
+    assert _summary(res, labels, np.array([9])) == (
+        "4 matches \u00b7 1 new \u00b7 1 of your 3 positives accepted \u00b7 all 3 shown"
         " \u00b7 est. precision \u2248 0.80"
     )
     # only the positives themselves: no estimate of the items added, since none are
@@ -256,37 +261,44 @@ def test_the_round_summary_says_which_positives_the_model_accepts():
         res.votes[:3],
         res.scores[:3],
         "refined",
-        info={"accepted_positives": 0, "expected_precision": 0.0},
+        info={"accepted_ids": np.zeros(0, np.int64), "expected_precision": 0.0},
     )
-    text = views.summary(only, labels, n_items=10, query=None, rounds=1, before=np.array([9]))
+    text = _summary(only, labels, np.array([9]))
     assert "precision" not in text and "0 of your 3 positives accepted" in text
-    res.info = {"accepted_positives": 3, "fallback": "no box kept: the positives"}
-    text = views.summary(res, labels, n_items=10, query=None, rounds=1, before=np.array([9]))
+    assert "0 new" in text  # every one of them rejected: none is "new"
+    res.info = {"accepted_ids": np.array([1, 2, 3]), "fallback": "no box kept: the positives"}
+    text = _summary(res, labels, np.array([9]))
     assert text.endswith("3 of your 3 positives \u00b7 no box kept: the positives")
+    assert "3 new" in text
 
 
 # ---------------------------------------------------------------- badges (issue 17 item 5)
-def test_rejected_positives_are_the_positives_past_the_models_count():
+def test_accepted_positives_are_the_models_own_ids_and_the_rest_are_rejected():
     res = views.Results(
         np.array([5, 1, 2, 9, 3]),
         np.array([2, 1, 0, 1, 1]),  # 2 is outside every box
         np.array([0.9, 0.8, 0.7, 0.6, 0.2]),
         "refined",
-        info={"accepted_positives": 1},
+        info={"accepted_ids": np.array([1, 5]), "cut": 0.7},
     )
     labels = {1: 1, 2: 1, 3: 1, 4: 1, 9: -1}  # 4 is not in the results at all
-    # in a box: 1 and 3; the model accepts one of them, the best-scored (1)
+    # the model accepts 1 (5 is not a positive); 3 is in a box but scored below the cut
+    assert views.accepted_positives(res, labels).tolist() == [1]
     assert views.rejected_positives(res, labels).tolist() == [2, 3, 4]
-    res.info = {}  # no count: every positive in a box is accepted
+    assert views.acceptance_cut(res) == 0.5  # twostage: min(cut, 0.5)
+    res.info = {}  # boxes alone: every positive inside a box is accepted
     assert views.rejected_positives(res, labels).tolist() == [2, 4]
+    assert views.acceptance_cut(res) is None
     knn = views.Results(res.ids, np.zeros(5, int), res.scores, "knn")
     assert views.rejected_positives(knn, labels).tolist() == []  # only a refine rejects
-    assert views.badges([5, 2, 7], before=np.array([5]), rejected=np.array([2])) == [
-        "",
-        "rejected",
-        "new",
-    ]
-    assert views.badges([5, 7], before=None, rejected=np.array([], int)) == ["", ""]
+    res.info = {"accepted_ids": np.array([1])}
+    marks = views.RoundMarks.of(res, labels, before=np.array([5]))
+    assert marks.badges([5, 2, 1, 9]) == ["", "rejected", "new", "new"]
+    assert marks.badges([5, 2, 1, 9], labelled_view=True) == ["", "rejected", "", ""]
+    assert [marks.verdict(i, labels.get(i, 0)) for i in (1, 2, 9)] == ["accepted", "rejected", ""]
+    unknown = views.RoundMarks.of(res, labels, before=None)
+    assert unknown.badges([5, 1]) == ["", ""] and unknown.new([5, 1]).sum() == 0
+    assert views.RoundMarks.of(knn, labels, np.array([5])).badges([1, 2]) == ["", ""]
 
 
 def test_refine_badges_new_items_and_rejected_positives(cifar):
@@ -311,10 +323,11 @@ def test_refine_badges_new_items_and_rejected_positives(cifar):
     positives = {i for i, v in labels.items() if v > 0}
     assert rejected <= positives and positives <= set(shown)  # every positive is shown
     assert rejected, "the model should reject some of the off-class positives"
-    accepted = res.info.get("accepted_positives", len(positives))
-    assert len(positives - rejected) == accepted
+    accepted = set(res.info["accepted_ids"].tolist())
+    assert positives - rejected == accepted and len(accepted) == res.info["accepted_positives"]
     assert new == set(shown) - knn - rejected and new  # new: not among the neighbours
-    assert f"{len(set(shown) - knn):,} new" in w.summary  # the summary counts the same
+    assert f"{len(new):,} new" in w.summary  # the summary counts the badges
+    assert f"{len(accepted)} of your {len(positives)} positives" in w.summary
     # the labelled view marks only the rejected (the user has seen every labelled item)
     assert act(front, "page", 3, {"user_box": -2})["ok"]
     assert {it["id"] for it in w.items if it["badge"] == "rejected"} == rejected

@@ -410,7 +410,8 @@ def round_badges_appear(page, kernel, before: list[int]) -> None:
                     contrast: (hi + 0.05) / (lo + 0.05), label: e.dataset.label};
         }); }""")
     assert [c["badge"] for c in shown] == want, (shown, want)
-    assert any(c["badge"] for c in shown), "a refine that shows new items badges none"
+    # (a round may have nothing to badge: every result shown before and accepted;
+    # an unbadged cell must then be one shown before, checked below)
     for c in shown:
         if c["badge"] == "new":
             assert c["id"] not in before and c["visible"] and c["text"] == "new", c
@@ -420,6 +421,85 @@ def round_badges_appear(page, kernel, before: list[int]) -> None:
             assert not c["visible"] and c["id"] in before, c
         if c["visible"]:
             assert c["contrast"] >= 4.5, f"badge of {c['id']}: contrast {c['contrast']:.1f}"
+
+
+def refine_progress_then_cancel(page, root, kernel, shot: pathlib.Path) -> None:
+    """A refine that waits on the background compile shows a spinner, the seconds
+    and "the first refine compiles once", with a Cancel that leaves labels,
+    results and page as they were and says "cancelled". The compile is held
+    (a stand-in warm-up thread that waits on a gate), then put back."""
+    from playwright.sync_api import expect
+
+    kernel.run(
+        "import threading, clipbranches_widget.warmup as _wu\n"
+        "_real, _gate = _wu._thread, threading.Event()\n"
+        "_wu._thread = threading.Thread(target=_gate.wait, daemon=True)\n"
+        "_wu._thread.start()\n"
+    )
+    before, shown, where = kernel.state(), dom_ids(page), layout(page)
+    root.locator(".cb-refine").click()
+    busy = root.locator(".cb-busy-text")
+    expect(busy).to_contain_text("the first refine compiles once")
+    expect(busy).to_have_class(re.compile(r"\bcb-spin\b"))
+    expect(busy).to_contain_text(re.compile("refine [1-9][0-9]* s"))  # the seconds tick
+    cancel = root.locator(".cb-cancel")
+    expect(cancel).to_be_visible()
+    # the kernel's main thread is free while the refine waits (it answers this)
+    assert kernel.eval("w.status") == "refine: the first refine compiles once"
+    assert layout(page)["grid_top"] == where["grid_top"]  # the progress moves nothing
+    widget_shot(page, root, shot)
+    cancel.click()
+    notice = root.locator(".cb-error-banner.cb-notice")
+    expect(notice).to_contain_text("Refine cancelled")
+    widget_shot(page, root, shot.with_name(shot.stem.replace("compiling", "cancelled") + ".png"))
+    expect(cancel).to_be_hidden()
+    expect(busy).to_have_text("")
+    _wait("the kernel ready again", lambda: kernel.eval("w.status") == "ready", 30)
+    _wait("the page put back", lambda: kernel.eval("w.user_page") == before["page_shown"], 30)
+    assert kernel.state() == before and dom_ids(page) == shown
+    assert kernel.eval("w.reply.get('cancelled') is True")
+    kernel.run("_wu._thread = _real\n_gate.set()\n")
+    notice.locator(".cb-dismiss").click()
+    expect(notice).to_be_hidden()
+    root.locator(".cb-grid").focus()  # keys go to the grid again, as before
+
+
+def details_agree_with_badges(page, root, kernel, shot: pathlib.Path | None = None) -> None:
+    """The summary's counts, the badges and the details use one definition: a
+    positive the model rejects says so in its details, with its score vs the cut."""
+    from playwright.sync_api import expect
+
+    n_new = kernel.eval("int(w.session.marks().new(w.session.results.ids).sum())")
+    expect(root.locator(".cb-round")).to_contain_text(f" \u00b7 {n_new:,} new \u00b7 ")
+    badges = page.eval_on_selector_all(
+        ".cb-root .cb-cell", "els => els.map(e => [Number(e.dataset.id), e.dataset.badge])"
+    )
+    if kernel.eval("len(w.session.results)") <= len(badges):  # one page: every result
+        assert sum(b == "new" for _, b in badges) == n_new
+    accepted = kernel.eval("[int(i) for i in w.session.marks().accepted]")
+    n_pos = kernel.eval("w.session.marks().n_positives")  # those the round was refined on
+    expect(root.locator(".cb-round")).to_contain_text(f"{len(accepted)} of your {n_pos} positives")
+    rejected = [i for i, b in badges if b == "rejected"]
+    assert set(rejected) == set(kernel.eval("[int(i) for i in w.session.marks().rejected]")) & {
+        i for i, _ in badges
+    }
+    box = page.locator(".cb-lightbox")
+    for i, text in [(rejected[0], "not accepted by the model")] if rejected else []:
+        root.locator(f'.cb-cell[data-id="{i}"] .cb-open').click()
+        expect(box.locator(".cb-why-head")).to_contain_text(f"Your positive, {text}")
+        if shot is not None:
+            page.screenshot(path=str(shot))
+        page.keyboard.press("Escape")
+        expect(box).to_be_hidden()
+    still = page.eval_on_selector_all(  # still positive (a later key may have cleared one)
+        '.cb-root .cb-cell[data-label="1"]', "els => els.map(e => Number(e.dataset.id))"
+    )
+    shown_accepted = [i for i, _ in badges if i in accepted and i in still]
+    if shown_accepted:
+        root.locator(f'.cb-cell[data-id="{shown_accepted[0]}"] .cb-open').click()
+        expect(box.locator(".cb-why-head")).to_contain_text("Your positive, accepted by the model")
+        page.keyboard.press("Escape")
+        expect(box).to_be_hidden()
 
 
 def test_search_click_refine_in_jupyterlab(tmp_path):
@@ -534,6 +614,8 @@ def test_search_click_refine_in_jupyterlab(tmp_path):
             # labelling moved nothing: no chip row appeared, the counts did not wrap
             labelled = layout(page)
             assert labelled["grid_top"] == before_labels["grid_top"], (before_labels, labelled)
+            # a refine waiting on the compile: its progress, and Cancel
+            refine_progress_then_cancel(page, root, kernel, shots / "widget-refine-compiling.png")
 
             # mark the DOM nodes: a cell the refined grid reuses keeps its mark and its image
             srcs = page.evaluate("""() => Object.fromEntries([...document.querySelectorAll(
@@ -645,13 +727,18 @@ def test_search_click_refine_in_jupyterlab(tmp_path):
                 box = page.locator(".cb-lightbox")
                 expect(box).to_be_visible()
                 expect(box.locator(".cb-why")).to_contain_text("votes")
-                expect(box.locator(".cb-why-head")).to_contain_text("Why it matched")
+                expect(box.locator(".cb-why-head")).to_contain_text(
+                    re.compile("Why it matched|Your positive, (not )?accepted by the model")
+                )
                 expect(box.locator(".cb-path")).to_contain_text(".jpg")
                 expect(box.locator(".cb-lightbox-figure img")).to_be_visible()
                 page.screenshot(path=str(shots / "lightbox.png"))
                 page.screenshot(path=str(shots / "widget-lightbox.png"))
                 page.keyboard.press("Escape")
                 expect(box).to_be_hidden()
+
+            # the summary, the badges and the details agree (opens details: after the keys)
+            details_agree_with_badges(page, root, kernel, shots / "widget-rejected-details.png")
 
             # paging reaches every result
             if state["total"] > 60:
@@ -759,6 +846,9 @@ def test_click_and_keys_in_notebook7(tmp_path):
                 30,
             )
 
+            # a refine waiting on the compile, in the dark theme: progress, Cancel
+            refine_progress_then_cancel(page, root, kernel, shots / "widget-dark-compiling.png")
+
             # `→1 →1 →1 →2 r` with no waits (on page 2, unlabelled images): the model
             # trains on every label, the last one included
             page2 = dom_ids(page)
@@ -782,6 +872,8 @@ def test_click_and_keys_in_notebook7(tmp_path):
             # refined from the browse view (no search before): every item is new, in
             # badges readable in the dark theme
             round_badges_appear(page, kernel, [])
+            dark_details = shots / "widget-dark-rejected-details.png"
+            details_agree_with_badges(page, root, kernel, dark_details)
             widget_shot(page, root, shots / "widget-dark.png")
             first = dom_ids(page)[0]
             root.locator(f'.cb-cell[data-id="{first}"] .cb-open').click()

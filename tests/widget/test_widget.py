@@ -89,6 +89,7 @@ class Front:
                 "buffers": [],
             }
         )
+        assert self.w.wait(300), "a state update was not applied"
 
     def act(self, action, **extra) -> dict:
         self.n += 1
@@ -105,6 +106,8 @@ class Front:
                 "buffers": [],
             }
         )
+        # a refine runs in a worker thread: wait until it (and all queued) answered
+        assert self.w.wait(300), f"{action}: no answer"
         acks = [
             (m["content"], b)
             for m, b in self.sent[before:]

@@ -16,7 +16,7 @@ from sklearn.exceptions import NotFittedError
 from .._validation import check_embeddings
 from . import quantize as q8
 
-__all__ = ["Compressor"]
+__all__ = ["Compressor", "identity_compressor"]
 
 
 class Compressor(q8.CodesMixin, TransformerMixin, BaseEstimator):
@@ -117,3 +117,17 @@ class Compressor(q8.CodesMixin, TransformerMixin, BaseEstimator):
         c.scale_ = np.asarray(data["scale"], np.float32)
         c.n_features_in_ = c.mean_.shape[0]
         return c
+
+
+def identity_compressor(d: int = 32) -> Compressor:
+    """A compressor for ready-made codes: the codes are the data (dequantised = code value)."""
+    return Compressor.from_dict(
+        {
+            "kind": "pca",
+            "params": Compressor().get_params(),
+            "mean": [0.0] * d,
+            "components": np.eye(d).tolist(),
+            "low": [0.0] * d,
+            "scale": [1.0] * d,
+        }
+    )

@@ -420,10 +420,12 @@ def refine_set(
     votes_c[in_box] = box_votes if sorted_ids else box_votes[np.argsort(found_ids, kind="stable")]
     votes = votes_c[sel.index]
     is_pos = member(sel.ids, pos)
-    accepted = sel.in_boxes[is_pos] & (sel.scores[is_pos] >= min(sel.cut, 0.5))
+    accept_cut = min(sel.cut, 0.5)  # a positive scored at least even odds is accepted too
+    accepted = sel.in_boxes[is_pos] & (sel.scores[is_pos] >= accept_cut)
     info = {
         "n_positives": int(pos.size),
         "accepted_positives": int(accepted.sum()),
+        "accept_cut": accept_cut,
         # which positives the model itself accepts (inside a box and scored at
         # or above the cut): the summary's count and each item's details agree
         "accepted_ids": np.sort(sel.ids[is_pos][accepted]),
