@@ -25,16 +25,18 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from ..engine.learn.branches import DecisionBranchesClassifier
-from ..engine.learn.twostage import StageParams
+from ..engine.learn.ensemble import BaggedBranchesClassifier
+from ..engine.learn.twostage import DEFAULT_STAGE, StageParams, refine_set
 from ..engine.search.ranking import code_scores, rank
 from ..engine.search.scan import scan
 from ..engine.store.catalogue import Catalogue
 from ..engine.subsets import default_feature_subsets
-from ..session import Session
+from ..session import REFINE_CLASSIFIER, Session
 from .datasets import LabelledSet
 
 __all__ = [
     "Learner",
+    "bagged_learners",
     "default_learners",
     "fit_result_set",
     "knn_curve",
@@ -86,6 +88,11 @@ class Learner:
     ``kind``: "session" (``Session.refine``, ``params`` its keywords),
     "branches" (DecisionBranchesClassifier with ``params``, the boxes alone;
     without params, the product's default: ``Session.refine``), or
+    "bagged" (BaggedBranchesClassifier with ``params``, estimators as the
+    refine's classifier unless ``estimator_params`` says otherwise; ranked by
+    estimator votes, then similarity, then id), "bagged+stage" (the same
+    ensemble's matches as the candidates of the refine's second stage,
+    ``engine/learn/twostage.refine_set``, in place of one model's boxes),
     "logreg", "forest", "nn1" (scikit-learn on the dequantised codes: the
     same 32 numbers per item), or "labels" (just the labelled positives: the
     floor any learner must clear, since every metric counts them). All are
@@ -161,10 +168,33 @@ def default_learners(quick: bool = False) -> list[Learner]:
             params={"feature_subsets": default_feature_subsets(32, sizes=((104, 4),))},
         ),
         Learner("branches 8-d only (boxes alone)", params={"feature_subsets": "8d"}),
+        *bagged_learners(),
         Learner("logistic regression", "logreg"),
         Learner("random forest", "forest"),
         Learner("1-NN classifier", "nn1"),
         Learner("labelled positives only", "labels"),
+    ]
+
+
+def bagged_learners() -> list[Learner]:
+    """The ensembles of issue 15: 9 bagged branch models voting per estimator,
+    at a few thresholds on the share of estimators, alone and as the first
+    stage of the refine's second stage."""
+    return [
+        Learner("bagged branches (9, any estimator)", "bagged", params={"threshold": 0.0}),
+        Learner("bagged branches (9, > 1/3 of estimators)", "bagged", params={"threshold": 1 / 3}),
+        Learner("bagged branches (9, majority of estimators)", "bagged", params={"threshold": 0.5}),
+        Learner("bagged branches (9, > 2/3 of estimators)", "bagged", params={"threshold": 2 / 3}),
+        Learner(
+            "bagged branches (9, any estimator) + stage",
+            "bagged+stage",
+            params={"threshold": 0.0},
+        ),
+        Learner(
+            "bagged branches (9, majority) + stage",
+            "bagged+stage",
+            params={"threshold": 0.5},
+        ),
     ]
 
 
@@ -222,6 +252,28 @@ def _fit_ranked(learner, catalogue, labels, seed, round_, features, query):
         found = scan(catalogue.codes, model.boxes_, n_jobs=1)
         sim = code_scores(catalogue.codes, found.ids, catalogue.compressor, s._reference())
         return found.ids[rank(found.ids, found.votes, sim)], found.ids
+    if learner.kind in ("bagged", "bagged+stage"):
+        params = {"estimator_params": REFINE_CLASSIFIER, **learner.params}
+        model = BaggedBranchesClassifier(random_state=rs, n_jobs=1, **params)
+        model.fit(catalogue.codes[ids], y, sample_weight=w)
+        found = model.search(catalogue, n_jobs=1)  # index-aware: the catalogue's searcher
+        if learner.kind == "bagged":
+            sim = code_scores(catalogue.codes, found.ids, catalogue.compressor, s._reference())
+            return found.ids[rank(found.ids, found.votes, sim)], found.ids
+        ranked, *_ = refine_set(
+            catalogue,
+            found,
+            ids,
+            y,
+            w,
+            model.boxes_.n_boxes,
+            s.labels,
+            s._reference(),
+            s.query_vector,
+            s.page_size,
+            DEFAULT_STAGE,
+        )
+        return ranked, ranked
     F = catalogue.compressor.dequantize(catalogue.codes) if features is None else features
     if learner.kind == "logreg":
         # standardised features: lbfgs converges in a few iterations
@@ -239,7 +291,8 @@ def _fit_ranked(learner, catalogue, labels, seed, round_, features, query):
     else:
         raise ValueError(
             f"learner {learner.name!r}: unknown kind {learner.kind!r}; expected "
-            "'session', 'branches', 'logreg', 'forest', 'nn1' or 'labels'"
+            "'session', 'branches', 'bagged', 'bagged+stage', 'logreg', 'forest', 'nn1' "
+            "or 'labels'"
         )
     found = np.flatnonzero(model.predict(F) == 1)
     return by_score(found, model.predict_proba(F)[found, 1])
