@@ -161,6 +161,13 @@ def member(ids, sorted_keys) -> np.ndarray:
     ids = np.asarray(ids, np.int64)
     if sorted_keys.size == 0:
         return np.zeros(ids.shape, bool)
+    if ids.ndim == 1 and 8 * sorted_keys.size < ids.size and np.all(ids[1:] >= ids[:-1]):
+        # few keys in many sorted ids: find the keys' runs among the ids instead
+        lo, hi = np.searchsorted(ids, sorted_keys), np.searchsorted(ids, sorted_keys, "right")
+        out = np.zeros(ids.size + 1, np.int64)
+        np.add.at(out, lo, 1)
+        np.add.at(out, hi, -1)
+        return np.cumsum(out[:-1]) > 0
     lo, hi = int(sorted_keys[0]), int(sorted_keys[-1])
     if min(ids.size, sorted_keys.size) > 4096 and hi - lo < 64 * (ids.size + sorted_keys.size):
         table = np.zeros(hi - lo + 1, bool)  # many against many: a lookup table
@@ -306,7 +313,10 @@ def select(
     if coef["logistic_weight"] < 1 and fresh.size:  # the votes count: the other candidates
         exact = fresh.size <= params.exact_limit
         coef["exact_neighbours"] = exact
-        nb = knn_query(cc, fresh, tree, K, exact=exact)
+        # only the chosen neighbourhood counts: its K nearest are the first of
+        # any larger K (ties by index), so searching fewer is the same vote
+        k_fresh = min(K, max(ks))
+        nb = knn_query(cc, fresh, tree, k_fresh, exact=exact)
         v_c[fresh] = knn_votes(nb, y, w, ks)
     # the class size outside the candidates: the logistic probability of the
     # background sample (uniform over the catalogue) that lies outside, scaled
@@ -419,7 +429,8 @@ def refine_set(
     box_votes = np.asarray(found.votes, np.int64)
     votes_c[in_box] = box_votes if sorted_ids else box_votes[np.argsort(found_ids, kind="stable")]
     votes = votes_c[sel.index]
-    is_pos = member(sel.ids, pos)
+    pos_c = member(candidates, pos)  # candidates are sorted: the quick way round
+    is_pos = pos_c[sel.index]
     accept_cut = min(sel.cut, 0.5)  # a positive scored at least even odds is accepted too
     accepted = sel.in_boxes[is_pos] & (sel.scores[is_pos] >= accept_cut)
     info = {

@@ -66,7 +66,12 @@ def ranked_order(first, second, ids) -> np.ndarray:
     n = ids.size
     if n < 2:
         return np.arange(n)
-    r1, n1 = _dense_rank(-first.astype(np.float64) if first.dtype.kind == "f" else -first)
+    key1 = -first.astype(np.float64) if first.dtype.kind == "f" else -first
+    order = np.argsort(key1)
+    s1 = key1[order]
+    if np.all(s1[1:] != s1[:-1]):  # no ties in the first key (continuous scores)
+        return order
+    r1, n1 = _dense_rank(key1)
     r2, n2 = _dense_rank(-second)
     if np.all(ids[1:] > ids[:-1]):
         r3, n3 = np.arange(n, dtype=np.int64), n  # already in id order

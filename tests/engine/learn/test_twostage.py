@@ -244,3 +244,14 @@ def test_stage_params_round_trip_through_json():
 def test_stage_params_from_dict_refuses_bad_values(bad):
     with pytest.raises(ValueError, match=next(iter(bad)) if "nope" not in bad else "unknown"):
         StageParams.from_dict(bad)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_member_equals_isin(seed):
+    # both paths: few keys in many sorted ids (searched the other way round), and the rest
+    rng = np.random.default_rng(seed)
+    for _ in range(60):
+        n = int(rng.integers(0, 400))
+        keys = np.unique(rng.integers(0, 300, int(rng.integers(0, 40))))
+        for ids in (np.sort(rng.integers(0, 300, n)), rng.integers(0, 300, n)):
+            np.testing.assert_array_equal(member(ids, keys), np.isin(ids, keys))
