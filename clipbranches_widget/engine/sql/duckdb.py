@@ -87,6 +87,24 @@ def _attach(con, source, view: str) -> None:
     )
 
 
+def _run(source, connection, threads, make_sql):
+    """``(columns as numpy, the SQL as the user would run it, ms)`` of the
+    query ``make_sql(view)`` over ``source`` attached as a private view."""
+    con = connection if connection is not None else duckdb_connect(threads=threads)
+    # a private view name: never clobbers a user's own "catalogue" view
+    view = f"clipbranches_{uuid.uuid4().hex[:12]}"
+    sql = make_sql(view)
+    t0 = time.perf_counter()
+    _attach(con, source, view)
+    try:
+        got = con.execute(sql).fetchnumpy()
+    finally:
+        _detach(con, source, view)
+        if connection is None:
+            con.close()
+    return got, sql.replace(view, "catalogue"), (time.perf_counter() - t0) * 1e3
+
+
 def _detach(con, source, view: str) -> None:
     if hasattr(source, "schema") and (hasattr(source, "num_rows") or hasattr(source, "columns")):
         con.unregister(view)
@@ -120,26 +138,17 @@ def search_duckdb(
     """
     if not isinstance(boxes, Boxes):
         raise TypeError(f"boxes: expected a Boxes model, got {type(boxes).__name__}")
-    con = connection if connection is not None else duckdb_connect(threads=threads)
-    # a private view name: never clobbers a user's own "catalogue" view
-    view = f"clipbranches_{uuid.uuid4().hex[:12]}"
-    sql = boxes_to_sql(boxes, view, columns=columns, id_column=id_column, order=order)
-    t0 = time.perf_counter()
-    _attach(con, source, view)
-    try:
-        got = con.execute(sql).fetchnumpy()
-    finally:
-        _detach(con, source, view)
-        if connection is None:
-            con.close()
-    ms = (time.perf_counter() - t0) * 1e3
+    got, sql, ms = _run(
+        source,
+        connection,
+        threads,
+        lambda view: boxes_to_sql(boxes, view, columns=columns, id_column=id_column, order=order),
+    )
     ids = np.asarray(got[id_column], np.int64)
     # the scan's vote dtype, so results compare (and concatenate) exactly
     votes = np.asarray(got["votes"]).astype(np.uint8 if boxes.n_boxes < 256 else np.uint16)
     log.info("duckdb: %d matches in %.1f ms", ids.shape[0], ms)
-    return ScanResult(
-        ids, votes, "duckdb", {"sql": sql.replace(view, "catalogue"), "order": order, "ms": ms}
-    )
+    return ScanResult(ids, votes, "duckdb", {"sql": sql, "order": order, "ms": ms})
 
 
 def refine_duckdb(
@@ -159,20 +168,14 @@ def refine_duckdb(
     ``info["sql"]`` the query that ran."""
     if not isinstance(boxes, Boxes):
         raise TypeError(f"boxes: expected a Boxes model, got {type(boxes).__name__}")
-    con = connection if connection is not None else duckdb_connect(threads=threads)
-    view = f"clipbranches_{uuid.uuid4().hex[:12]}"
-    sql = stage_to_sql(model, boxes, view, columns=columns, id_column=id_column)
-    t0 = time.perf_counter()
-    _attach(con, source, view)
-    try:
-        got = con.execute(sql).fetchnumpy()
-    finally:
-        _detach(con, source, view)
-        if connection is None:
-            con.close()
-    ms = (time.perf_counter() - t0) * 1e3
+    got, sql, ms = _run(
+        source,
+        connection,
+        threads,
+        lambda view: stage_to_sql(model, boxes, view, columns=columns, id_column=id_column),
+    )
     ids = np.asarray(got[id_column], np.int64)
     log.info("duckdb: a two-stage refine of %d results in %.1f ms", ids.shape[0], ms)
-    info = {"sql": sql.replace(view, "catalogue"), "ms": ms}
+    info = {"sql": sql, "ms": ms}
     info["scores"] = np.asarray(got["score"], np.float32)
     return ScanResult(ids, np.asarray(got["votes"], np.int64), "duckdb", info)
