@@ -32,7 +32,7 @@ import numpy as np
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.tree import DecisionTreeClassifier
 
-from clipbranches_widget import Catalogue, Session
+from clipbranches_widget import Catalogue, Session, warmup
 from clipbranches_widget.engine.learn.ensemble import BaggedBranchesClassifier
 from clipbranches_widget.engine.search.ranking import code_scores, rank
 from clipbranches_widget.engine.search.scan import scan
@@ -72,6 +72,7 @@ def one_size(n, spread, trials, alternatives, rows):
             s.label(pos, 1)
             s.label(neg, -1)
             if trial == 0:
+                warmup.wait()  # the session's background compile must not share the timed rounds
                 s.refine()  # JIT warm-up (cached on disk after the first run)
             t0 = time.perf_counter()
             res = s.refine()

@@ -45,6 +45,8 @@ __all__ = [
     "knn_query",
     "knn_tree",
     "knn_votes",
+    "leaf_of",
+    "leaf_shares",
     "linear_scores",
     "logistic_code_model",
 ]
@@ -259,6 +261,39 @@ def knn_query(codes, query_ids, tree, K, exclude=None, exact: bool = True) -> np
 def knn_order(codes, query_ids, ref_codes, wdim, K, exclude=None, leaf_size: int = 32):
     """``knn_query`` against ``ref_codes``; ``leaf_size`` only changes the speed."""
     return knn_query(codes, query_ids, knn_tree(ref_codes, wdim, leaf_size), K, exclude)
+
+
+@njit(**PARALLEL)
+def _leaf_of(codes, query_ids, node_lo, node_hi, node_child, node_dim, out):
+    # the descent of ``_knn_order`` (nearer child first) without backtracking
+    for r in prange(query_ids.shape[0]):
+        node = 0
+        while node_child[node, 0] >= 0:
+            left, right, c = node_child[node, 0], node_child[node, 1], node_dim[node]
+            q = np.float32(codes[query_ids[r], c])
+            node = left if node_lo[right, c] - q >= q - node_hi[left, c] else right
+        out[r] = node
+
+
+def leaf_of(codes, query_ids, tree) -> np.ndarray:
+    """(len(query_ids),) int64: the leaf node of ``tree`` each item descends to."""
+    query_ids = np.ascontiguousarray(query_ids, np.int64)
+    out = np.zeros(query_ids.size, np.int64)
+    if query_ids.size and tree is not None:
+        _, _, lo, hi, child, _, dims, _ = tree
+        _leaf_of(codes, query_ids, lo, hi, child, dims, out)
+    return out
+
+
+def leaf_shares(tree, y, w) -> np.ndarray:
+    """(n_nodes,) the weighted positive share of each leaf's training items."""
+    _, ref_idx, _, _, child, rows, _, _ = tree
+    out = np.zeros(child.shape[0])
+    for node in np.flatnonzero(child[:, 0] < 0):
+        # in training order: StageModel and its SQL sum the same way
+        j = np.sort(ref_idx[rows[node, 0] : rows[node, 1]])
+        out[node] = float(np.dot(w[j], y[j]) / max(float(w[j].sum()), 1e-300))
+    return out
 
 
 @njit(**KERNEL)

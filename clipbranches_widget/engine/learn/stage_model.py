@@ -312,6 +312,15 @@ class StageModel:
                 out[r, :k] = part % t.shape[0]
         return out
 
+    def leaf_shares(self) -> np.ndarray:
+        """Per node of ``tree``, the weighted positive share of the training
+        items in it (0 for an inner node), summed in training order."""
+        out = np.zeros(self.tree["dim"].size)
+        for node in np.unique(self.tree["leaf"]):
+            j = np.flatnonzero(self.tree["leaf"] == node)
+            out[node] = float(np.dot(self.w[j], self.y[j]) / max(float(self.w[j].sum()), 1e-300))
+        return out
+
     def _leaves(self, q):
         tr = self.tree
         node = np.zeros(q.shape[0], np.int64)
@@ -348,8 +357,11 @@ class StageModel:
         v = np.zeros(ids.size)
         v[known] = self.loo_vote[at[known]]
         lw = self.logistic_weight
-        if lw < 1 and (~known).any():
+        if lw < 1 and (~known).any() and self.exact:
             v[~known] = self.votes(self.neighbours(codes, ids[~known]))
+        elif lw < 1 and (~known).any():  # the positive share of the item's leaf
+            q = np.asarray(codes)[ids[~known]].astype(np.float64)
+            v[~known] = self.leaf_shares()[self._leaves(q)]
         p = (1 - lw) * v + lw * _sigmoid(e)
         if self.platt is not None:
             b, a = self.platt

@@ -84,6 +84,16 @@ def _vote_sql(model) -> list[str]:
     """CTEs of the neighbour vote of the candidates outside the training set."""
     d, K = model.n_features, int(model.K)
     leaf = not model.exact
+    if leaf:  # the positive share of the candidate's leaf, carried as literals
+        shares = model.leaf_shares()
+        rows = ", ".join(f"({int(g)}, {_f(shares[g])})" for g in np.unique(model.tree["leaf"]))
+        return [
+            f"cb__fresh AS (SELECT cid, {_leaf_expr(model.tree, 0, '')} AS leaf "
+            "FROM cb__cand WHERE cid NOT IN (SELECT id FROM cb__loo))",
+            f"cb__shares(leaf, vote) AS (VALUES {rows})",
+            "cb__vote AS (SELECT f.cid, s.vote FROM cb__fresh f JOIN cb__shares s "
+            "ON f.leaf = s.leaf)",
+        ]
     dist = " + ".join(
         f"{int(model.wdim[j])} * (f.k{j} - t.k{j}) * (f.k{j} - t.k{j})" for j in range(d)
     )

@@ -13,6 +13,8 @@ from clipbranches_widget.engine.learn.rescore import (
     knn_query,
     knn_tree,
     knn_votes,
+    leaf_of,
+    leaf_shares,
     linear_scores,
 )
 from clipbranches_widget.engine.learn.twostage import StageParams, member
@@ -255,3 +257,39 @@ def test_member_equals_isin(seed):
         keys = np.unique(rng.integers(0, 300, int(rng.integers(0, 40))))
         for ids in (np.sort(rng.integers(0, 300, n)), rng.integers(0, 300, n)):
             np.testing.assert_array_equal(member(ids, keys), np.isin(ids, keys))
+
+
+def leaf_twin(tree, q):
+    """Plain-numpy descent: the nearer child of each split, down to a leaf."""
+    _, _, lo, hi, child, _, dims, _ = tree
+    out = []
+    for row in np.asarray(q, np.float64):
+        node = 0
+        while child[node, 0] >= 0:
+            left, right, c = child[node, 0], child[node, 1], dims[node]
+            node = left if lo[right, c] - row[c] >= row[c] - hi[left, c] else right
+        out.append(node)
+    return np.array(out, np.int64)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_leaf_votes_equal_a_plain_numpy_twin(seed):
+    rng = np.random.default_rng(seed)
+    codes = rng.integers(0, 256, (3000, 32), dtype=np.uint8)
+    ref = rng.choice(3000, 400, replace=False)
+    y = (rng.random(400) < 0.2).astype(np.float64)
+    w = np.where(rng.random(400) < 0.5, 1.0, 0.3)
+    tree = knn_tree(codes[ref], rng.integers(1, 257, 32).astype(np.int32), leaf_size=16)
+    q = rng.choice(3000, 700, replace=False)
+    leaves = leaf_of(codes, q, tree)
+    np.testing.assert_array_equal(leaves, leaf_twin(tree, codes[q]))
+    # each item's leaf holds the training items of its own leaf-only neighbours
+    near = knn_query(codes, q, tree, 3, exact=False)
+    _, ref_idx, _, _, child, rows, _, _ = tree
+    for r in range(0, 700, 50):
+        members = ref_idx[rows[leaves[r], 0] : rows[leaves[r], 1]]
+        assert set(near[r][near[r] >= 0].tolist()) <= set(members.tolist())
+    shares = leaf_shares(tree, y, w)
+    for node in np.flatnonzero(child[:, 0] < 0):
+        j = ref_idx[rows[node, 0] : rows[node, 1]]
+        assert shares[node] == pytest.approx((w[j] * y[j]).sum() / w[j].sum(), rel=1e-12)
