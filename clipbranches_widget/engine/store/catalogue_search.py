@@ -14,6 +14,7 @@ from ..search.result import ScanResult
 from ..search.searcher import Searcher
 from ..search.seed import KnnSeeder
 from ..sql.parquet import write_parquet
+from ..subsets import REFINE_SIZES, default_feature_subsets
 
 __all__ = ["SearchMixin"]
 
@@ -75,7 +76,12 @@ class SearchMixin:
         """Build (or reopen) the box index of this catalogue and search through it.
 
         ``path`` and ``kwargs`` as in ``BoxIndex.build`` (default path:
-        ``<catalogue>/index`` on disk, in memory otherwise)."""
+        ``<catalogue>/index`` on disk, in memory otherwise). The default
+        ``subsets`` are those a ``Session`` refines with (``REFINE_SIZES``:
+        104 of 8 dims), so a refine goes through the index; pass
+        ``subsets=default_feature_subsets(d)`` for models of the
+        classifier's own default (the paper's subsets)."""
+        kwargs.setdefault("subsets", default_feature_subsets(self.codes.shape[1], REFINE_SIZES))
         index = BoxIndex.build(self, path, **kwargs)
         self.use_index(index)
         return index

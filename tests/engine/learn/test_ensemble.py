@@ -231,7 +231,7 @@ def indexed(concept):
     codes = concept[0]
     plain = Catalogue(codes, compressor=identity_compressor())
     paper = Catalogue(codes, compressor=identity_compressor())
-    paper.build_index(block_size=32, progress=False)
+    paper.build_index(subsets=default_feature_subsets(32), block_size=32, progress=False)
     eight = Catalogue(codes, compressor=identity_compressor())
     eight.build_index(
         subsets=default_feature_subsets(32, sizes=REFINE_SIZES), block_size=32, progress=False

@@ -170,10 +170,9 @@ def test_index_equals_scan_with_the_second_stage():
     truth = np.isin(cluster, concept)
     scanned = Catalogue(codes, compressor=identity_compressor())
     indexed = Catalogue(codes, compressor=identity_compressor())
-    # the index keeps the subsets a refine trains on
-    indexed.build_index(
-        progress=False, block_size=32, subsets=default_feature_subsets(32, REFINE_SIZES)
-    )
+    # a catalogue's index keeps the subsets a refine trains on, by default
+    indexed.build_index(progress=False, block_size=32)
+    assert indexed.index.subsets == default_feature_subsets(32, REFINE_SIZES)
     rng = np.random.default_rng(7)
     paths = set()
     for trial in range(3):
