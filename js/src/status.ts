@@ -123,7 +123,7 @@ export class StatusLine {
       : refining && this.cancelling
         ? "cancelling the refine\u2026"
         : compiling
-          ? `refine ${elapsed} s \u2013 the first refine compiles once (about 20 s)`
+          ? `refine ${elapsed} s \u2013 the first refine compiles once (10-20 s)`
         : slow
           ? "no reply from the kernel yet \u2013 is it still running?"
           : status !== "ready"
