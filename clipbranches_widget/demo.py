@@ -63,7 +63,10 @@ def run(digit: int = 3, rounds: int = 2, out=print) -> Session:
         "first results: "
         + ", ".join(f"{cat.uri(int(i))} (votes {v})" for i, v in zip(top.ids[:5], top.votes[:5]))
     )
-    out("the model as SQL:\n" + session.model.boxes_.to_sql("catalogue"))
+    out(
+        "the boxes as SQL (the candidates; session_to_sql(session) exports the whole "
+        "two-stage refine as one query):\n" + session.model.boxes_.to_sql("catalogue")
+    )
     return session
 
 
