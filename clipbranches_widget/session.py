@@ -261,6 +261,10 @@ class Session(SessionViews):
         fit, after the search); true raises ``RefineCancelled`` before
         anything of the session changed.
         """
+        if should_stop is not None and not callable(should_stop):
+            raise TypeError(
+                f"should_stop: expected a callable or None, got {type(should_stop).__name__}"
+            )
         n_pos = sum(1 for v in self._labels.values() if v > 0)
         if n_pos == 0:
             raise ValueError(

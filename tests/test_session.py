@@ -361,4 +361,6 @@ def test_a_refine_stopped_between_steps_changes_nothing(rng, stop_at):
     with pytest.raises(RefineCancelled, match=f"cancelled after {after}; nothing changed"):
         s.refine(should_stop=should_stop)
     assert (s.labels, s.results, s.model, s.rounds) == before
+    with pytest.raises(TypeError, match="should_stop: expected a callable or None, got int"):
+        s.refine(should_stop=1)
     assert s.refine(should_stop=lambda: False).kind == "refined" and s.rounds == 1
