@@ -20,6 +20,8 @@ import time
 
 import numpy as np
 
+from .engine.learn.twostage import member
+
 __all__ = ["cross_validate", "fork"]
 
 
@@ -79,9 +81,7 @@ def cross_validate(session, folds: int = 5) -> dict:
     for f in range(n_folds):
         held = fold == f
         sub = fork(session, {int(i): labels[int(i)] for i in ids[~held]})
-        found = np.sort(sub.refine().ids)
-        at = np.searchsorted(found, ids[held]).clip(0, max(found.size - 1, 0))
-        accepted = found[at] == ids[held] if found.size else np.zeros(int(held.sum()), bool)
+        accepted = member(ids[held], np.sort(sub.refine().ids))
         tp += int((accepted & y[held]).sum())
         fp += int((accepted & ~y[held]).sum())
         fn += int((~accepted & y[held]).sum())

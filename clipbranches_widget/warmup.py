@@ -26,12 +26,12 @@ _lock = threading.Lock()
 _thread: threading.Thread | None = None
 
 
-def _refine_once(codes, classifier: dict, stage: StageParams) -> None:
-    """One refine of a session on ``codes``: fit, search, second stage."""
+def _refine_once(codes, y, classifier: dict, stage: StageParams) -> None:
+    """One refine of a session on ``codes`` (classes ``y``, the first 40
+    labelled): fit, search, second stage."""
     cat = Catalogue(codes, compressor=identity_compressor(codes.shape[1]))
-    labels = {i: (1 if codes[i, 0] > 127 else -1) for i in range(40)}
+    labels = {i: (1 if y[i] else -1) for i in range(40)}
     ids = np.arange(codes.shape[0])
-    y = (codes[:, 0] > 127).astype(np.int64)
     w = np.where(ids < 40, 1.0, 0.5)
     model = DecisionBranchesClassifier(random_state=0, **classifier).fit(codes, y, sample_weight=w)
     found = cat.search_boxes(model.boxes_)
@@ -47,18 +47,15 @@ def _run(n_features: int, classifier: dict, readonly: bool) -> None:
         # read-only memory map: warm the kind of array the session will use
         codes.setflags(write=not readonly)
         # exact neighbours, then the leaf-only neighbours of large candidate sets
+        y = (codes[:, 0] > 127).astype(np.int64)
         for stage in (DEFAULT_STAGE, StageParams(exact_limit=0)):
-            _refine_once(codes, classifier, stage)
-        scan(codes, _one_box(codes))
+            _refine_once(codes, y, classifier, stage)
+        # a model of a single box: the scan has a kernel of its own for one
+        one = DecisionBranchesClassifier(random_state=0, max_boxes=1).fit(codes, y)
+        scan(codes, one.boxes_)
         log.debug("warm-up: refine kernels compiled")
     except Exception as e:  # a warm-up must never break a session
         log.debug("warm-up failed: %s", e)
-
-
-def _one_box(codes):
-    """A model of a single box (the scan has a kernel of its own for one box)."""
-    y = (codes[:, 0] > 127).astype(np.int64)
-    return DecisionBranchesClassifier(random_state=0, max_boxes=1).fit(codes, y).boxes_
 
 
 def start(

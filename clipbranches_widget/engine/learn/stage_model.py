@@ -3,7 +3,7 @@
 ``twostage.select`` fits the second stage and scores the box candidates;
 ``StageModel`` is what it fitted, every number it needs to score a candidate
 again: the training items (ids, labels, weights), the neighbour vote (integer
-dimension weights, K, the chosen ks, exact or leaf-only neighbours and, for
+dimension weights, K, the chosen ks, exact neighbours or leaf shares and, for
 the latter, the k-d tree's splits), the logistic (a linear score over the
 code columns), the mix and the Platt recalibration, the out-of-sample vote
 and logit of each training item that is a candidate (they cannot be
@@ -43,7 +43,7 @@ _TREE = ("dim", "split", "left", "right", "leaf")
 _CHUNK = 2048  # candidates per block of the plain-numpy distances
 
 
-def _sigmoid(z):  # twostage's expressions, so the scores are bit-identical
+def _sigmoid(z):  # also twostage's: the refine and this model score alike
     return 1.0 / (1.0 + np.exp(-np.asarray(z, np.float64)))
 
 
@@ -147,8 +147,9 @@ class StageModel:
     similarity's ``reference`` point with the compressor's ``scale`` and
     ``low``. Scalars: ``K`` (neighbours searched), ``ks`` (the vote's
     neighbourhoods), ``logistic_weight`` (the logistic's share of the mix),
-    ``platt`` (intercept, slope, or None), ``exact`` (exact neighbours of
-    the other candidates, else within their own leaf of ``tree``), ``m``
+    ``platt`` (intercept, slope, or None), ``exact`` (the other candidates
+    vote by their exact neighbours, else by the positive share of their leaf
+    of ``tree``), ``m``
     (unlabelled items kept) and ``cut`` (the lowest kept score).
     """
 
@@ -253,7 +254,7 @@ class StageModel:
             tree=None if data["tree"] is None else _tree(data["tree"], d, n),
         )
         if not model.exact and model.tree is None:
-            _fail("tree", "the k-d tree of a leaf-only neighbour vote", None)
+            _fail("tree", "the k-d tree of a leaf-share vote", None)
         return model
 
     # --- plain numpy: what select computed ---

@@ -40,7 +40,9 @@ from .rescore import (
     linear_scores,
     logistic_code_model,
 )
-from .stage_model import StageModel, fitted_stage
+
+# one sigmoid and logit for the refine and its exported model: bit-identical scores
+from .stage_model import StageModel, _clipped_logit, _sigmoid, fitted_stage
 
 __all__ = ["DEFAULT_STAGE", "Selection", "StageParams", "member", "refine_set", "select"]
 
@@ -83,7 +85,8 @@ class StageParams:
         if not _real(self.logistic_weight) or not 0 <= self.logistic_weight <= 1:
             raise ValueError(f"logistic_weight: expected 0..1, got {self.logistic_weight!r}")
         # lists (a JSON file's) become tuples: the dataclass stays hashable
-        object.__setattr__(self, "k_grid", tuple(_ks("k_grid", k) for k in _seq(self.k_grid)))
+        grid = tuple(_ks("k_grid", k) for k in _seq(self.k_grid, "k_grid"))
+        object.__setattr__(self, "k_grid", grid)
         object.__setattr__(self, "ks", _ks("ks", self.ks))
         mix = tuple(_seq(self.mix_grid, "mix_grid"))
         if not mix or not all(_real(g) and 0 <= g <= 1 for g in mix):
@@ -121,7 +124,7 @@ def _real(v) -> bool:
     return isinstance(v, numbers.Real) and not isinstance(v, bool) and np.isfinite(v)
 
 
-def _seq(v, name="k_grid"):
+def _seq(v, name):
     if isinstance(v, (str, bytes)) or not isinstance(v, (tuple, list)):
         raise ValueError(f"{name}: expected a list, got {v!r:.80}")
     return v
@@ -156,6 +159,7 @@ class Selection:
     combination: dict = field(default_factory=dict)  # this round's ks and coefficients
     index: np.ndarray = None  # position of each of ids among the candidates
     stage: dict = None  # what was fitted: the fields of a StageModel (stage_model.py)
+    positive: np.ndarray = None  # bool: which of ids are labelled positives
 
 
 def member(ids, sorted_keys) -> np.ndarray:
@@ -190,15 +194,6 @@ def _rows_of(ids, keys):
     sk = keys[order]
     at = np.searchsorted(sk, ids).clip(0, sk.size - 1)
     return np.where(sk[at] == ids, order[at], -1).astype(np.int64)
-
-
-def _sigmoid(z):
-    return 1.0 / (1.0 + np.exp(-np.asarray(z, np.float64)))
-
-
-def _clipped_logit(p):
-    p = np.clip(np.asarray(p, np.float64), 0.01, 0.99)
-    return np.log(p / (1 - p))
 
 
 def _combiner(params, votes, eta, y, w, n_lab, calib):
@@ -345,15 +340,17 @@ def select(
     is_lab = lab_c[order]
     un = np.flatnonzero(~is_lab)
     m, prec, n_class = expected_f1_cut(p[un], extra)
-    keep = member(candidates, positives)[order]
+    pos_c = member(candidates, positives)
+    keep = pos_c[order]
     keep[un[:m]] = True
     index = order[keep]
+    cut = float(p[un[m - 1]]) if m else 1.0
     in_box = member(candidates, box_ids) if in_box is None else np.asarray(in_box, bool)
     return Selection(
         cand[keep],
         p[keep].astype(np.float32),
         in_box[index],
-        float(p[un[m - 1]]) if m else 1.0,
+        cut,
         prec,
         n_class,
         int(candidates.size),
@@ -374,8 +371,9 @@ def select(
             e_c,
             tree,
             m,
-            float(p[un[m - 1]]) if m else 1.0,
+            cut,
         ),
+        pos_c[index],
     )
 
 
@@ -435,8 +433,7 @@ def refine_set(
     box_votes = np.asarray(found.votes, np.int64)
     votes_c[in_box] = box_votes if sorted_ids else box_votes[np.argsort(found_ids, kind="stable")]
     votes = votes_c[sel.index]
-    pos_c = member(candidates, pos)  # candidates are sorted: the quick way round
-    is_pos = pos_c[sel.index]
+    is_pos = sel.positive
     accept_cut = min(sel.cut, 0.5)  # a positive scored at least even odds is accepted too
     accepted = sel.in_boxes[is_pos] & (sel.scores[is_pos] >= accept_cut)
     info = {

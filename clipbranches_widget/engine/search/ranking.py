@@ -43,9 +43,11 @@ def rank(ids, votes, scores) -> np.ndarray:
     return ranked_order(np.asarray(votes, np.int64), scores, ids)
 
 
-def _dense_rank(key) -> tuple[np.ndarray, int]:
-    """``(r, n)``: r[i] = number of distinct values of ``key`` below key[i]."""
-    order = np.argsort(key)  # unstable is fine: equal keys get equal ranks
+def _dense_rank(key, order=None) -> tuple[np.ndarray, int]:
+    """``(r, n)``: r[i] = number of distinct values of ``key`` below key[i];
+    ``order``: an argsort of ``key`` already at hand."""
+    if order is None:
+        order = np.argsort(key)  # unstable is fine: equal keys get equal ranks
     s = key[order]
     step = np.empty(s.size, np.int64)
     step[0] = 0
@@ -71,7 +73,7 @@ def ranked_order(first, second, ids) -> np.ndarray:
     s1 = key1[order]
     if np.all(s1[1:] != s1[:-1]):  # no ties in the first key (continuous scores)
         return order
-    r1, n1 = _dense_rank(key1)
+    r1, n1 = _dense_rank(key1, order)
     r2, n2 = _dense_rank(-second)
     if np.all(ids[1:] > ids[:-1]):
         r3, n3 = np.arange(n, dtype=np.int64), n  # already in id order

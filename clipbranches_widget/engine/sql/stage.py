@@ -12,11 +12,12 @@ this module, like ``query.py``, imports nothing of the engine):
 2. the training items as a ``VALUES`` table joined to the catalogue for their
    codes; the out-of-sample vote and logit of the training items among the
    candidates (they cannot be recomputed) as another;
-3. every other candidate's K nearest training items by the weighted squared
-   distance of the codes, in ``BIGINT`` (exact), ties by the lower training
-   index, over all of them or, when the session searched only the
-   candidate's own leaf of the k-d tree, within the leaf a ``CASE`` descent
-   picks; their weighted vote, summed nearest first (as the kernel does);
+3. every other candidate's vote: the weighted vote of its K nearest training
+   items by the weighted squared distance of the codes, in ``BIGINT``
+   (exact), ties by the lower training index, summed nearest first (as the
+   kernel does); or, when the session had too many candidates for that, the
+   weighted positive share of the training items in the candidate's leaf of
+   the k-d tree (a ``CASE`` descent, the shares carried as literals);
 4. the logistic as a linear expression (``DOUBLE``, summed in column order),
    the mix, the Platt recalibration, and the ranking: score, then the
    similarity to the reference point (``REAL``, in column order), then id;
@@ -83,8 +84,7 @@ def _leaf_expr(tree, node: int, prefix: str) -> str:
 def _vote_sql(model) -> list[str]:
     """CTEs of the neighbour vote of the candidates outside the training set."""
     d, K = model.n_features, int(model.K)
-    leaf = not model.exact
-    if leaf:  # the positive share of the candidate's leaf, carried as literals
+    if not model.exact:  # the positive share of the candidate's leaf, carried as literals
         shares = model.leaf_shares()
         rows = ", ".join(f"({int(g)}, {_f(shares[g])})" for g in np.unique(model.tree["leaf"]))
         return [
@@ -97,8 +97,6 @@ def _vote_sql(model) -> list[str]:
     dist = " + ".join(
         f"{int(model.wdim[j])} * (f.k{j} - t.k{j}) * (f.k{j} - t.k{j})" for j in range(d)
     )
-    fresh = "SELECT *" + (f", {_leaf_expr(model.tree, 0, '')} AS leaf" if leaf else "")
-    on = "ON f.leaf = t.leaf" if leaf else "ON TRUE"
     per_rank = ",\n         ".join(
         f"SUM(CASE WHEN r = {t} THEN w * y END) AS wy{t}, "
         f"SUM(CASE WHEN r = {t} THEN w END) AS ww{t}"
@@ -112,9 +110,9 @@ def _vote_sql(model) -> list[str]:
         shares.append(f"({wy}) / GREATEST({ww}, 1e-300)")
     vote = f"({' + '.join(['0e0'] + shares)}) / {_f(len(model.ks))}"
     return [
-        f"cb__fresh AS ({fresh} FROM cb__cand WHERE cid NOT IN (SELECT id FROM cb__loo))",
+        "cb__fresh AS (SELECT * FROM cb__cand WHERE cid NOT IN (SELECT id FROM cb__loo))",
         f"cb__pairs AS (\n  SELECT f.cid, t.idx, t.y, t.w,\n         {dist} AS dist\n"
-        f"  FROM cb__fresh f JOIN cb__tcodes t {on})",
+        "  FROM cb__fresh f JOIN cb__tcodes t ON TRUE)",
         "cb__near AS (\n  SELECT cid, y, w,\n"
         "         ROW_NUMBER() OVER (PARTITION BY cid ORDER BY dist, idx) AS r\n"
         "  FROM cb__pairs)",
@@ -156,7 +154,7 @@ def stage_to_sql(
         )
     if not model.exact and model.tree is None:
         raise ValueError(
-            "stage_to_sql: the model's neighbours are leaf-only but it holds no k-d tree; "
+            "stage_to_sql: the model votes by leaf shares but it holds no k-d tree; "
             "refine with a larger StageParams(exact_limit=...) for an exact export"
         )
     names = _code_columns(d, columns)
@@ -170,11 +168,8 @@ def stage_to_sql(
     preds = box_predicates(boxes, columns=names, dialect=dialect)
     votes = "\n       + ".join(f"CASE WHEN {p} THEN 1 ELSE 0 END" for p in preds) or "0"
     where = "\n   OR ".join(f"({p})" for p in preds) or "FALSE"
-    tree = model.tree
     train = [
-        (str(i), str(int(t)), _f(model.y[i]), _f(model.w[i]))
-        + ((str(int(tree["leaf"][i])),) if not model.exact else ())
-        for i, t in enumerate(model.train_ids)
+        (str(i), str(int(t)), _f(model.y[i]), _f(model.w[i])) for i, t in enumerate(model.train_ids)
     ]
     train_cols = [("idx", "BIGINT"), ("id", "BIGINT"), ("y", "DOUBLE"), ("w", "DOUBLE")]
     weight, offset = model.similarity_terms()
@@ -188,7 +183,7 @@ def stage_to_sql(
     voting = float(model.logistic_weight) < 1
     positives = set(model.positives.tolist())
     ctes = [
-        _values("cb__train", train_cols + ([("leaf", "BIGINT")] if not model.exact else []), train),
+        _values("cb__train", train_cols, train),
         _values(
             "cb__loo",
             [("id", "BIGINT"), ("vote", "DOUBLE"), ("logit", "DOUBLE")],
@@ -232,7 +227,7 @@ def stage_to_sql(
         boxes_header(boxes) + f"-- {_TAG}: {len(model.train_ids)} training items, "
         f"K={int(model.K)}, ks={list(model.ks)}, logistic share {float(model.logistic_weight)}, "
         f"{'Platt' if model.platt is not None else 'no Platt'}, "
-        f"{'exact' if model.exact else 'leaf-only'} neighbours; keeps the labelled positives "
+        f"{'exact neighbours' if model.exact else 'leaf shares'}; keeps the labelled positives "
         f"and the first {int(model.m)} unlabelled candidates\n"
     )
     return (
