@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import collections
 import copy
-import inspect
 import logging
 import threading
 from collections.abc import Callable
@@ -138,31 +137,23 @@ class JobQueue:
                 self._done()
 
 
-def _takes_should_stop(fn) -> bool:
-    try:
-        return "should_stop" in inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
-
-
 def refine_cancellably(session, job: Job, wait_warmup: bool = True) -> None:
     """``session.refine()`` that a cancel of ``job`` can stop; raises ``Cancelled``.
 
     Where the work can stop: while it waits for the background compile
-    (``warmup.wait``: at once), and, when ``Session.refine`` takes a
-    ``should_stop`` callable, between its steps. Otherwise it runs to the end
-    and its result is dropped. The refine runs on a shallow copy of the
-    session, adopted only when not cancelled: a cancelled refine changes
-    nothing (results, model, round, the ids it replaced).
+    (``warmup.wait``: at once), and between the steps of ``Session.refine``
+    (its ``should_stop``); a cancel during a step drops the step's result.
+    The refine runs on a shallow copy of the session, adopted only when not
+    cancelled: a cancelled refine changes nothing (results, model, round, the
+    ids it replaced).
     """
     if wait_warmup and not warmup.wait(job.cancelled):
         raise Cancelled
     if job.cancelled():
         raise Cancelled
     trial = copy.copy(session)
-    kwargs = {"should_stop": job.cancelled} if _takes_should_stop(trial.refine) else {}
     try:
-        trial.refine(**kwargs)
+        trial.refine(should_stop=job.cancelled)
     except Exception:
         if job.cancelled():  # stopped between steps, however it says so
             raise Cancelled from None

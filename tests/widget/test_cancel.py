@@ -178,7 +178,7 @@ def test_a_cancel_during_the_refine_itself_drops_its_result(cifar, monkeypatch):
     req = send(front, "refine", 2, {"user_labels": labels, "user_page": 0, "user_box": -1})
     assert gate.entered.wait(LONG)
     assert ack_of(front, send(front, "cancel", 3, target=2))["found"] == "running"
-    gate.open.set()  # the refine runs to its end; its result is dropped
+    gate.open.set()  # the refine stops after its next step (should_stop); nothing is adopted
     assert w.wait(LONG)
     assert ack_of(front, req)["cancelled"] is True
     assert snapshot(w) == before and w.model is None and w.session.rounds == 0
