@@ -21,6 +21,7 @@ Writes, under ``--out`` (default: the repository root):
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import logging
 import os
@@ -60,8 +61,8 @@ def parse(argv=None):
         "--datasets",
         nargs="*",
         default=None,
-        help="built-in sets: digits cifar10 synthetic (default: all three, or none "
-        "when --data is given)",
+        help="built-in sets: digits cifar10 synthetic synthetic-large (default: the "
+        "first three, or none when --data is given)",
     )
     a.add_argument(
         "--data",
@@ -132,8 +133,15 @@ def load_sets(args) -> list:
             out.append(ev.cifar10_set(args.cifar_root, cache_dir=args.cache_dir))
         elif name == "synthetic":
             out.append(ev.synthetic_modes_set())
+        elif name == "synthetic-large":
+            # the same concepts among 10x the distractors: the 1,000 background
+            # items are then 1 % of the catalogue (56 % of digits)
+            big = ev.synthetic_modes_set(n_other=100_000, other_clusters=2000)
+            out.append(dataclasses.replace(big, name="synthetic-large"))
         else:
-            raise SystemExit(f"--datasets: expected digits, cifar10 or synthetic, got {name!r}")
+            raise SystemExit(
+                f"--datasets: expected digits, cifar10, synthetic or synthetic-large, got {name!r}"
+            )
     labels = iter(args.labels)
     for path in args.data:
         lab = next(labels, None) if str(path).endswith(".npy") else None

@@ -132,3 +132,40 @@ def nonzero_twin(votes):
     """Ids of the non-zero votes, and those votes."""
     ids = np.flatnonzero(votes)
     return ids, votes[ids]
+
+
+def kd_tree_twin(ref, wdim, leaf_size):
+    """The k-d tree build of ``rescore._kd_tree``, recursive."""
+    order, lo, hi, child, rows, dims = [], [], [], [], [], []
+    filled = [0]
+
+    def build(idx):
+        node = len(lo)
+        sub = ref[idx]
+        lo.append(sub.min(0))
+        hi.append(sub.max(0))
+        child.append((-1, -1))
+        rows.append((0, 0))
+        span = wdim * (hi[node].astype(np.int64) - lo[node]) ** 2
+        dims.append(int(np.argmax(span)))
+        if idx.size <= leaf_size or span.max() == 0:
+            order.append(idx)
+            rows[node] = (filled[0], filled[0] + idx.size)
+            filled[0] += idx.size
+            return node
+        o = idx[np.argsort(sub[:, dims[node]], kind="stable")]
+        left = build(o[: o.size // 2])
+        child[node] = (left, build(o[o.size // 2 :]))
+        return node
+
+    build(np.arange(ref.shape[0]))
+    ref_idx = np.concatenate(order).astype(np.int64)
+    return (
+        np.ascontiguousarray(ref[ref_idx]),
+        ref_idx,
+        np.asarray(lo),
+        np.asarray(hi),
+        np.asarray(child, np.int64),
+        np.asarray(rows, np.int64),
+        np.asarray(dims, np.int64),
+    )

@@ -152,6 +152,21 @@ def default_learners(quick: bool = False) -> list[Learner]:
             params={"stage": StageParams(**mean, logistic_weight=1)},
         ),
         Learner(
+            "boxes + stage, background unlabelled (1 EM step) + whole-set cut",
+            "session",
+            params={"stage": StageParams(background_steps=1, cut="set")},
+        ),
+        Learner(
+            "boxes + stage, background unlabelled (1 EM step)",
+            "session",
+            params={"stage": StageParams(background_steps=1)},
+        ),
+        Learner(
+            "boxes + stage, whole-set cut",
+            "session",
+            params={"stage": StageParams(cut="set")},
+        ),
+        Learner(
             "boxes + stage, not recalibrated",
             "session",
             params={"stage": StageParams(calibrate=False)},

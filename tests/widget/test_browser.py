@@ -484,16 +484,17 @@ def details_agree_with_badges(page, root, kernel, shot: pathlib.Path | None = No
         i for i, _ in badges
     }
     box = page.locator(".cb-lightbox")
-    for i, text in [(rejected[0], "not accepted by the model")] if rejected else []:
+    still = page.eval_on_selector_all(  # still positive (a later key may have cleared one)
+        '.cb-root .cb-cell[data-label="1"]', "els => els.map(e => Number(e.dataset.id))"
+    )
+    shown_rejected = [i for i in rejected if i in still]
+    for i, text in [(shown_rejected[0], "not accepted by the model")] if shown_rejected else []:
         root.locator(f'.cb-cell[data-id="{i}"] .cb-open').click()
         expect(box.locator(".cb-why-head")).to_contain_text(f"Your positive, {text}")
         if shot is not None:
             page.screenshot(path=str(shot))
         page.keyboard.press("Escape")
         expect(box).to_be_hidden()
-    still = page.eval_on_selector_all(  # still positive (a later key may have cleared one)
-        '.cb-root .cb-cell[data-label="1"]', "els => els.map(e => Number(e.dataset.id))"
-    )
     shown_accepted = [i for i, _ in badges if i in accepted and i in still]
     if shown_accepted:
         root.locator(f'.cb-cell[data-id="{shown_accepted[0]}"] .cb-open').click()

@@ -188,43 +188,80 @@ def _knn_order(
                 out[r, t] = best_i[t] if best_d[t] < np.inf else -1
 
 
+@njit(**KERNEL)
+def _kd_build(ref, wdim, leaf_size, perm, order, lo, hi, child, rows, dims):
+    # the recursive build (split at the median of the widest weighted
+    # dimension, left subtree first) with an explicit stack: nodes are
+    # numbered in the same pre-order and leaves filled in the same order
+    n, d = ref.shape
+    st_s = np.empty(n + 64, np.int64)
+    st_e = np.empty(n + 64, np.int64)
+    st_parent = np.empty(n + 64, np.int64)
+    st_side = np.empty(n + 64, np.int64)
+    st_s[0], st_e[0], st_parent[0], st_side[0] = 0, n, -1, 0
+    top, node, filled = 1, 0, 0
+    while top:
+        top -= 1
+        s, e, parent, side = st_s[top], st_e[top], st_parent[top], st_side[top]
+        if parent >= 0:
+            child[parent, side] = node
+        for j in range(d):
+            a = ref[perm[s], j]
+            b = a
+            for t in range(s + 1, e):
+                v = ref[perm[t], j]
+                a = min(a, v)
+                b = max(b, v)
+            lo[node, j] = a
+            hi[node, j] = b
+        best, dim = np.int64(-1), 0
+        for j in range(d):
+            span = wdim[j] * (np.int64(hi[node, j]) - np.int64(lo[node, j])) ** 2
+            if span > best:
+                best, dim = span, j
+        dims[node] = dim
+        child[node, 0] = -1
+        child[node, 1] = -1
+        if e - s <= leaf_size or best == 0:
+            order[filled : filled + e - s] = perm[s:e]
+            rows[node, 0] = filled
+            rows[node, 1] = filled + e - s
+            filled += e - s
+        else:
+            idx = perm[s:e].copy()
+            col = np.empty(e - s, np.int64)
+            for t in range(e - s):
+                col[t] = ref[idx[t], dim]
+            perm[s:e] = idx[np.argsort(col, kind="mergesort")]  # stable
+            mid = s + (e - s) // 2
+            st_s[top], st_e[top], st_parent[top], st_side[top] = mid, e, node, 1
+            st_s[top + 1], st_e[top + 1], st_parent[top + 1], st_side[top + 1] = s, mid, node, 0
+            top += 2
+        node += 1
+    return node
+
+
 def _kd_tree(ref, wdim, leaf_size):
     """A k-d tree of ``ref`` (split at the median of the widest weighted
     dimension) with leaves of at most ``leaf_size`` rows: ``(rows in leaf
     order, their reference indices, node box lows, highs, children, leaf
     rows, split dimensions)``."""
-    order, lo, hi, child, rows, dims = [], [], [], [], [], []
-    filled = [0]
-
-    def build(idx):
-        node = len(lo)
-        sub = ref[idx]
-        lo.append(sub.min(0))
-        hi.append(sub.max(0))
-        child.append((-1, -1))
-        rows.append((0, 0))
-        span = wdim * (hi[node].astype(np.int64) - lo[node]) ** 2
-        dims.append(int(np.argmax(span)))
-        if idx.size <= leaf_size or span.max() == 0:
-            order.append(idx)
-            rows[node] = (filled[0], filled[0] + idx.size)
-            filled[0] += idx.size
-            return node
-        o = idx[np.argsort(sub[:, dims[node]], kind="stable")]
-        left = build(o[: o.size // 2])
-        child[node] = (left, build(o[o.size // 2 :]))
-        return node
-
-    build(np.arange(ref.shape[0]))
-    ref_idx = np.concatenate(order).astype(np.int64)
+    n, d = ref.shape
+    cap = 2 * n + 1  # a binary tree with at most n leaves
+    order = np.empty(n, np.int64)
+    lo, hi = np.empty((cap, d), np.uint8), np.empty((cap, d), np.uint8)
+    child, rows = np.empty((cap, 2), np.int64), np.zeros((cap, 2), np.int64)
+    dims = np.empty(cap, np.int64)
+    perm = np.arange(n, dtype=np.int64)
+    m = _kd_build(ref, wdim, max(int(leaf_size), 1), perm, order, lo, hi, child, rows, dims)
     return (
-        np.ascontiguousarray(ref[ref_idx]),
-        ref_idx,
-        np.asarray(lo),
-        np.asarray(hi),
-        np.asarray(child, np.int64),
-        np.asarray(rows, np.int64),
-        np.asarray(dims, np.int64),
+        np.ascontiguousarray(ref[order]),
+        order,
+        lo[:m].copy(),
+        hi[:m].copy(),
+        child[:m].copy(),
+        rows[:m].copy(),
+        dims[:m].copy(),
     )
 
 
@@ -399,19 +436,25 @@ def linear_scores(codes, ids, a, b) -> np.ndarray:
     return out
 
 
-def f1_cut(p_sorted, n_extra: float) -> int:
+def f1_cut(p_sorted, n_extra: float, n_known: float = 0.0) -> int:
     """How many of the items (scores sorted decreasing) maximise the expected
-    F1 ``2 sum(p[:m]) / (m + N)`` with N = ``n_extra`` + sum(p)."""
+    F1 of a set that also holds ``n_known`` sure positives:
+    ``2 (n_known + sum(p[:m])) / (n_known + m + N)``, N = ``n_extra`` + sum(p)
+    (``n_extra`` counts the known ones). With none known at least one item is
+    taken; with some, none may be (the set is then the known ones)."""
     p = np.asarray(p_sorted, np.float64)
     if p.size == 0:
         return 0
     n = n_extra + p.sum()
-    f = 2.0 * np.cumsum(p) / (np.arange(1, p.size + 1) + n)
-    return int(np.argmax(f)) + 1
+    if n_known <= 0:
+        f = 2.0 * np.cumsum(p) / (np.arange(1, p.size + 1) + n)
+        return int(np.argmax(f)) + 1
+    tp = n_known + np.concatenate(([0.0], np.cumsum(p)))
+    return int(np.argmax(2.0 * tp / (n_known + np.arange(p.size + 1) + n)))
 
 
-def expected_f1_cut(p_sorted, n_extra: float):
+def expected_f1_cut(p_sorted, n_extra: float, n_known: float = 0.0):
     """``(m, expected precision of the added items, expected class size)``."""
-    m = f1_cut(p_sorted, n_extra)
+    m = f1_cut(p_sorted, n_extra, n_known)
     p = np.asarray(p_sorted, np.float64)
     return m, (float(p[:m].mean()) if m else 0.0), float(n_extra + p.sum())

@@ -138,7 +138,8 @@ class StageModel:
     """The second stage of one refine (see the module docstring).
 
     Arrays: ``train_ids`` (labelled items first, then background), ``y``
-    (0/1), ``w`` (sample weights), ``wdim`` (integer dimension weights of the
+    (targets in [0, 1]: the labels, then the background's soft targets),
+    ``w`` (sample weights), ``wdim`` (integer dimension weights of the
     squared distances), ``a`` (logit = b + sum_j a_j code_j), ``loo_ids``
     (sorted: the training items among the candidates) with their
     out-of-sample ``loo_vote`` and ``loo_logit``, ``extra_ids`` (sorted: the
@@ -220,8 +221,8 @@ class StageModel:
             _sorted_ids(k, arr[k])
         if arr["train_ids"].min() < 0 or np.unique(arr["train_ids"]).size != n:
             _fail("train_ids", "distinct non-negative ids", data["train_ids"])
-        if not np.isin(arr["y"], (0.0, 1.0)).all():
-            _fail("y", "labels 0 or 1", data["y"])
+        if not ((arr["y"] >= 0) & (arr["y"] <= 1)).all():
+            _fail("y", "targets in [0, 1]", data["y"])
         if not (arr["w"] > 0).all() or not (arr["wdim"] >= 1).all() or arr["wdim"].max() > 2**16:
             _fail("w / wdim", "positive weights (wdim integers up to 65536)", "others")
         if not (arr["scale"] > 0).all():

@@ -18,12 +18,18 @@ the candidates recalibrates the result (Platt), since the expected-F1 cut
 needs probabilities. The class size it needs is the labelled positives, the
 scores of the candidates, and the logistic probability of the background
 sample outside the boxes, scaled to the catalogue.
+
+With ``StageParams(background_steps=n)`` the stage is fitted n + 1 times,
+each refit with the background's targets set to the previous fit's
+out-of-sample probabilities (the background sample is unlabelled, not
+negative: EM steps of positive-unlabelled learning); with ``cut="set"`` the
+cut maximises the expected F1 of the whole set, the labelled positives
+counted. Neither is the default (EVALUATION.md, finding 4).
 """
 
 from __future__ import annotations
 
-import numbers
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -43,108 +49,9 @@ from .rescore import (
 
 # one sigmoid and logit for the refine and its exported model: bit-identical scores
 from .stage_model import StageModel, _clipped_logit, _sigmoid, fitted_stage
+from .stage_params import DEFAULT_STAGE, StageParams
 
 __all__ = ["DEFAULT_STAGE", "Selection", "StageParams", "member", "refine_set", "select"]
-
-
-@dataclass(frozen=True)
-class StageParams:
-    """How the second stage scores the candidates.
-
-    ``combine``: "cv" (the default: neighbourhood size from ``k_grid`` and
-    logistic share from ``mix_grid`` with the lowest leave-one-out Brier score
-    on the training items, each round) or "mean" (votes over ``ks`` and the
-    fixed share ``logistic_weight``: 0 votes only, 1 logistic only);
-    ``lam``: L2 penalty of the logistic; ``calibrate``: recalibrate the
-    combined score on the out-of-sample scores of the labelled items and of
-    the background items among the candidates (Platt), when at least
-    ``min_calibration`` positives and as many negatives are labelled and the
-    labelled positives are at most ``calibration_share`` of the expected
-    class size (later, the labels overstate the unlabelled candidates' share
-    of positives). Candidates vote by their exact K nearest training items
-    up to ``exact_limit`` of them; beyond, by the weighted positive share of
-    the training items in their own leaf of the k-d tree (a descent, no
-    distances: on 10M items with 250k candidates the votes took 50 ms, the
-    leaf shares take a few, and the refine benchmark's F1 is the same).
-    """
-
-    combine: str = "cv"
-    k_grid: tuple = ((5,), (10,))
-    mix_grid: tuple = (0.0, 0.25, 0.5, 0.75, 1.0)
-    ks: tuple = (10,)
-    logistic_weight: float = 0.5
-    lam: float = 1.0
-    calibrate: bool = True
-    min_calibration: int = 5
-    calibration_share: float = 0.5
-    exact_limit: int = 10_000
-
-    def __post_init__(self):
-        if self.combine not in ("cv", "mean"):
-            raise ValueError(f"combine: expected 'cv' or 'mean', got {self.combine!r}")
-        if not _real(self.logistic_weight) or not 0 <= self.logistic_weight <= 1:
-            raise ValueError(f"logistic_weight: expected 0..1, got {self.logistic_weight!r}")
-        # lists (a JSON file's) become tuples: the dataclass stays hashable
-        grid = tuple(_ks("k_grid", k) for k in _seq(self.k_grid, "k_grid"))
-        object.__setattr__(self, "k_grid", grid)
-        object.__setattr__(self, "ks", _ks("ks", self.ks))
-        mix = tuple(_seq(self.mix_grid, "mix_grid"))
-        if not mix or not all(_real(g) and 0 <= g <= 1 for g in mix):
-            raise ValueError(f"mix_grid: expected shares in 0..1, got {self.mix_grid!r}")
-        object.__setattr__(self, "mix_grid", tuple(float(g) for g in mix))
-        if not self.k_grid:
-            raise ValueError("k_grid: expected at least one neighbourhood, got none")
-        if not _real(self.lam) or not self.lam > 0:
-            raise ValueError(f"lam: expected a positive number, got {self.lam!r}")
-        if not _real(self.calibration_share) or not 0 < self.calibration_share <= 1:
-            raise ValueError(f"calibration_share: expected (0, 1], got {self.calibration_share!r}")
-        if not isinstance(self.calibrate, bool):
-            raise ValueError(f"calibrate: expected True or False, got {self.calibrate!r}")
-        for name in ("min_calibration", "exact_limit"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 0:
-                raise ValueError(f"{name}: expected a non-negative integer, got {v!r}")
-
-    def to_dict(self) -> dict:
-        """Plain JSON data (a session file stores the stage it refined with)."""
-        return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
-
-    @classmethod
-    def from_dict(cls, data) -> StageParams:
-        """The parameters of ``to_dict``, checked (a file is user input)."""
-        if not isinstance(data, dict):
-            raise ValueError(f"stage: expected an object, got {type(data).__name__}")
-        unknown = sorted(set(data) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ValueError(f"stage: unknown parameters {unknown}")
-        return cls(**data)
-
-
-def _real(v) -> bool:
-    return isinstance(v, numbers.Real) and not isinstance(v, bool) and np.isfinite(v)
-
-
-def _seq(v, name):
-    if isinstance(v, (str, bytes)) or not isinstance(v, (tuple, list)):
-        raise ValueError(f"{name}: expected a list, got {v!r:.80}")
-    return v
-
-
-def _ks(name, ks) -> tuple:
-    """A neighbourhood: a non-empty tuple of positive integers."""
-    ks = tuple(_seq(ks, name))
-    if not ks or not all(
-        isinstance(k, numbers.Integral) and not isinstance(k, bool) and 0 < k <= 1000 for k in ks
-    ):
-        raise ValueError(f"{name}: expected neighbour counts in 1..1000, got {ks!r:.80}")
-    return tuple(int(k) for k in ks)
-
-
-def _plain(v):
-    return [_plain(x) for x in v] if isinstance(v, tuple) else v
-
-
-DEFAULT_STAGE = StageParams()
 
 
 @dataclass
@@ -226,6 +133,111 @@ def _combiner(params, votes, eta, y, w, n_lab, calib):
     return ks, mix, (lambda v, e: _sigmoid(b + a[0] * _clipped_logit(mix(v, e)))), coef
 
 
+@dataclass
+class _Context:
+    """What every fit of one ``select`` shares: the training items, their
+    neighbours (the targets change between fits, the neighbours do not) and
+    the candidates."""
+
+    compressor: object
+    options: set  # the neighbourhoods whose votes the combination may use
+    tc: np.ndarray  # training codes
+    wdim: np.ndarray  # integer dimension weights of the distances
+    tree: tuple
+    K: int
+    nb: np.ndarray  # out-of-sample neighbours of the training rows ``fit_rows``
+    w: np.ndarray
+    fit_rows: np.ndarray
+    n_lab: int
+    near: np.ndarray  # bool per training item: labelled, or a candidate
+    cc: np.ndarray  # candidate codes
+    c_row: np.ndarray  # training row of each candidate, -1 when none
+    lab_c: np.ndarray  # bool per candidate: labelled
+    out_rows: np.ndarray  # background rows outside the boxes
+    n_pos: float  # labelled positives
+    n_out: int  # catalogue items outside the candidates
+    _cache: dict = field(default_factory=dict)  # searches of the candidates, done once
+
+    @property
+    def fresh(self) -> np.ndarray:
+        return np.flatnonzero(self.c_row < 0)
+
+    def fresh_leaves(self) -> np.ndarray:
+        """The leaf of the tree each candidate outside the training set
+        descends to (searched once: the targets change, the tree does not)."""
+        if "leaves" not in self._cache:
+            self._cache["leaves"] = leaf_of(self.cc, self.fresh, self.tree)
+        return self._cache["leaves"]
+
+    def fresh_neighbours(self, k: int) -> np.ndarray:
+        """The k nearest training items of the candidates outside the training
+        set, searched once per k: its first k of any larger K (ties by index)
+        are the same, so only the chosen neighbourhood is searched."""
+        if k not in self._cache:
+            self._cache[k] = knn_query(self.cc, self.fresh, self.tree, k, exact=True)
+        return self._cache[k]
+
+
+@dataclass
+class _Fit:
+    ks: tuple
+    coef: dict
+    a: np.ndarray
+    b: float
+    eta: np.ndarray  # out-of-sample logits of the training items
+    v_c: np.ndarray  # votes of the candidates
+    e_c: np.ndarray  # logits of the candidates
+    p: np.ndarray  # the candidates' final scores
+    extra: float  # the class size outside the unlabelled candidates
+    q_fit: np.ndarray  # out-of-sample probabilities of the training rows ``fit_rows``
+    targets: np.ndarray  # the training targets this fit used
+
+
+def _n_outside(n_items, box_ids, labelled) -> int:
+    """Catalogue items neither box matches nor labelled."""
+    n_lab_out = np.asarray(labelled).size - int(member(labelled, box_ids).sum())
+    return max(int(n_items) - np.asarray(box_ids).size - n_lab_out, 0)
+
+
+def _fit_once(ctx: _Context, params: StageParams, y) -> _Fit:
+    """One fit of the second stage on the training targets ``y``."""
+    fr, w = ctx.fit_rows, ctx.w
+    votes_fit = {ks: knn_votes(ctx.nb, y, w, ks) for ks in ctx.options}
+    # the logistic over the whole training set; out-of-sample logits of its items
+    a, b, eta = logistic_code_model(ctx.compressor, ctx.tc, y, w, params.lam, loo=True)
+    n_lab_fit = int((fr < ctx.n_lab).sum())
+    ks, score, calibrated, coef = _combiner(
+        params, votes_fit, eta[fr], y[fr], w[fr], n_lab_fit, ctx.near[fr]
+    )
+    known = ctx.c_row >= 0
+    e_c = linear_scores(ctx.cc, np.arange(ctx.cc.shape[0], dtype=np.int64), a, b)
+    e_c[known] = eta[ctx.c_row[known]]
+    v_c = np.zeros(ctx.cc.shape[0])
+    v_c[known] = votes_fit[ks][np.searchsorted(fr, ctx.c_row[known])]
+    fresh = ctx.fresh
+    if coef["logistic_weight"] < 1 and fresh.size:  # the votes count: the other candidates
+        exact = fresh.size <= params.exact_limit
+        coef["exact_neighbours"] = exact
+        if exact:
+            v_c[fresh] = knn_votes(ctx.fresh_neighbours(min(ctx.K, max(ks))), y, w, ks)
+        else:  # many candidates: the positive share of each one's leaf of the tree
+            v_c[fresh] = leaf_shares(ctx.tree, y, w)[ctx.fresh_leaves()]
+    # the class size outside the candidates: the logistic probability of the
+    # background sample (uniform over the catalogue) that lies outside, scaled
+    extra = ctx.n_pos
+    if ctx.out_rows.size:
+        extra += float(_sigmoid(eta[ctx.out_rows]).sum()) * ctx.n_out / ctx.out_rows.size
+    p, final = score(v_c, e_c), score
+    if calibrated is not None:
+        # the labels' share of positives stands for the unlabelled candidates'
+        # only while most of the class is still unlabelled
+        if ctx.n_pos <= params.calibration_share * (extra + float(p[~ctx.lab_c].sum())):
+            p, final = calibrated(v_c, e_c), calibrated
+        else:
+            coef.pop("platt")
+    return _Fit(ks, coef, a, b, eta, v_c, e_c, p, extra, final(votes_fit[ks], eta[fr]), y)
+
+
 def select(
     codes,
     compressor,
@@ -259,17 +271,78 @@ def select(
     candidates = np.asarray(candidates, np.int64)
     train_ids = np.asarray(train_ids, np.int64)
     y = np.asarray(y, np.float64)
-    w = np.asarray(w, np.float64)
+    ctx = _context(
+        codes, compressor, candidates, box_ids, train_ids, w, positives, labelled, n_items, params
+    )
+    # background_steps: the background sample is unlabelled, not negative;
+    # after each fit its items' targets become that fit's out-of-sample
+    # probabilities (an EM step of positive-unlabelled learning)
+    targets = y
+    for step in range(params.background_steps + 1):
+        fit = _fit_once(ctx, params, targets)
+        if step < params.background_steps:
+            soft = ctx.fit_rows >= ctx.n_lab
+            targets = y.copy()
+            targets[ctx.fit_rows[soft]] = fit.q_fit[soft]
+    p = fit.p
+    order = ranked_order(p, similarity_fn(ctx.cc), candidates)
+    cand, p = candidates[order], p[order]
+    un = np.flatnonzero(~ctx.lab_c[order])
+    # "set": the F1 of the whole set, the labelled positives it always holds
+    # counted; "added" (the default): of the added items alone
+    known = ctx.n_pos if params.cut == "set" else 0.0
+    m, prec, n_class = expected_f1_cut(p[un], fit.extra, known)
+    pos_c = member(candidates, positives)
+    keep = pos_c[order]
+    keep[un[:m]] = True
+    index = order[keep]
+    cut = float(p[un[m - 1]]) if m else 1.0
+    in_box = member(candidates, box_ids) if in_box is None else np.asarray(in_box, bool)
+    stage = fitted_stage(
+        train_ids,
+        fit.targets,
+        ctx.w,
+        ctx.wdim,
+        ctx.K,
+        fit.coef,
+        fit.a,
+        fit.b,
+        candidates,
+        ctx.c_row,
+        fit.v_c,
+        fit.e_c,
+        ctx.tree,
+        m,
+        cut,
+    )
+    return Selection(
+        cand[keep],
+        p[keep].astype(np.float32),
+        in_box[index],
+        cut,
+        prec,
+        n_class,
+        int(candidates.size),
+        fit.coef,
+        index,
+        stage,
+        pos_c[index],
+    )
+
+
+def _context(
+    codes, compressor, candidates, box_ids, train_ids, w, positives, labelled, n_items, params
+):
+    """The training items, their tree and out-of-sample neighbours, and the
+    candidates: what every fit of one ``select`` shares."""
     # one gather of the candidates' codes: every kernel below then reads
     # contiguous rows (a scattered row of a big catalogue is a cache miss)
     cc = np.ascontiguousarray(codes[candidates])
-    rows_c = np.arange(candidates.size, dtype=np.int64)
     options = {tuple(int(k) for k in params.ks)}
     if params.combine == "cv":
         options = {tuple(int(k) for k in ks) for ks in params.k_grid}
     n_lab = np.asarray(labelled).size
     bg_rows = np.arange(n_lab, train_ids.size)
-    out_rows = bg_rows[~member(train_ids[bg_rows], box_ids)]
     wdim = dimension_weights(compressor, codes.shape[1])
     K = min(max(max(ks) for ks in options), max(1, train_ids.size - 1))
     tc = np.ascontiguousarray(codes[train_ids])
@@ -291,89 +364,24 @@ def select(
     for exact in (True, False):
         rows = fit_rows[exact_fit == exact]
         nb[exact_fit == exact] = knn_query(tc, rows, tree, K, rows, exact=exact)
-    votes_fit = {ks: knn_votes(nb, y, w, ks) for ks in options}
-    # the logistic over the whole training set; out-of-sample logits of its items
-    a, b, eta = logistic_code_model(compressor, tc, y, w, params.lam, loo=True)
-    ks, score, calibrated, coef = _combiner(
-        params,
-        votes_fit,
-        eta[fit_rows],
-        y[fit_rows],
-        w[fit_rows],
-        int((fit_rows < n_lab).sum()),
-        near[fit_rows],
-    )
-    e_c = linear_scores(cc, rows_c, a, b)
-    e_c[c_row >= 0] = eta[c_row[c_row >= 0]]
-    v_c = np.zeros(candidates.size)
-    at = np.searchsorted(fit_rows, c_row[c_row >= 0])
-    v_c[c_row >= 0] = votes_fit[ks][at]
-    fresh = np.flatnonzero(c_row < 0)
-    if coef["logistic_weight"] < 1 and fresh.size:  # the votes count: the other candidates
-        exact = fresh.size <= params.exact_limit
-        coef["exact_neighbours"] = exact
-        if exact:
-            # only the chosen neighbourhood counts: its K nearest are the first
-            # of any larger K (ties by index), so searching fewer is the same vote
-            nb = knn_query(cc, fresh, tree, min(K, max(ks)), exact=True)
-            v_c[fresh] = knn_votes(nb, y, w, ks)
-        else:  # many candidates: the positive share of each one's leaf of the tree
-            v_c[fresh] = leaf_shares(tree, y, w)[leaf_of(cc, fresh, tree)]
-    # the class size outside the candidates: the logistic probability of the
-    # background sample (uniform over the catalogue) that lies outside, scaled
-    extra = float(np.asarray(positives).size)
-    if out_rows.size:
-        n_out = n_items - np.asarray(box_ids).size - (n_lab - int(member(labelled, box_ids).sum()))
-        extra += float(_sigmoid(eta[out_rows]).sum()) * max(n_out, 0) / out_rows.size
-    p = score(v_c, e_c)
-    lab_c = member(candidates, labelled)
-    if calibrated is not None:
-        # the labels' share of positives stands for the unlabelled candidates'
-        # only while most of the class is still unlabelled
-        n_class = extra + float(p[~lab_c].sum())
-        if np.asarray(positives).size <= params.calibration_share * n_class:
-            p = calibrated(v_c, e_c)
-        else:
-            coef.pop("platt")
-    order = ranked_order(p, similarity_fn(cc), candidates)
-    cand, p = candidates[order], p[order]
-    is_lab = lab_c[order]
-    un = np.flatnonzero(~is_lab)
-    m, prec, n_class = expected_f1_cut(p[un], extra)
-    pos_c = member(candidates, positives)
-    keep = pos_c[order]
-    keep[un[:m]] = True
-    index = order[keep]
-    cut = float(p[un[m - 1]]) if m else 1.0
-    in_box = member(candidates, box_ids) if in_box is None else np.asarray(in_box, bool)
-    return Selection(
-        cand[keep],
-        p[keep].astype(np.float32),
-        in_box[index],
-        cut,
-        prec,
-        n_class,
-        int(candidates.size),
-        coef,
-        index,
-        fitted_stage(
-            train_ids,
-            y,
-            w,
-            wdim,
-            K,
-            coef,
-            a,
-            b,
-            candidates,
-            c_row,
-            v_c,
-            e_c,
-            tree,
-            m,
-            cut,
-        ),
-        pos_c[index],
+    return _Context(
+        compressor=compressor,
+        options=options,
+        tc=tc,
+        wdim=wdim,
+        tree=tree,
+        K=K,
+        nb=nb,
+        w=np.asarray(w, np.float64),
+        fit_rows=fit_rows,
+        n_lab=n_lab,
+        near=near,
+        cc=cc,
+        c_row=c_row,
+        lab_c=member(candidates, labelled),
+        out_rows=bg_rows[~member(train_ids[bg_rows], box_ids)],
+        n_pos=float(np.asarray(positives).size),
+        n_out=_n_outside(n_items, box_ids, labelled),
     )
 
 

@@ -124,7 +124,7 @@ def test_from_dict_checks_the_data_behind_the_fields(refined):
     good = runs[1][1].info["stage_model"].to_dict()  # leaf-only: has a tree
     n = len(good["train_ids"])
     cases = [
-        ("y", [2.0] * n, "labels 0 or 1"),
+        ("y", [2.0] * n, r"targets in \[0, 1\]"),
         ("w", [-1.0] * n, "positive weights"),
         ("train_ids", [0] * n, "distinct"),
         ("loo_ids", [10**9], "loo_vote / loo_logit|training items"),

@@ -6,6 +6,7 @@ import pytest
 from clipbranches_widget import Catalogue, Session
 from clipbranches_widget.engine.codes.pca import Compressor
 from clipbranches_widget.engine.learn.rescore import (
+    _kd_tree,
     dimension_weights,
     f1_cut,
     fit_logistic,
@@ -20,6 +21,8 @@ from clipbranches_widget.engine.learn.rescore import (
 from clipbranches_widget.engine.learn.twostage import StageParams, member
 from clipbranches_widget.engine.subsets import REFINE_SIZES, default_feature_subsets
 from clipbranches_widget.evaluation.synthetic import clustered_codes, identity_compressor
+
+from twins import kd_tree_twin
 
 
 def knn_order_twin(codes, query_ids, ref_codes, wdim, K, exclude=None):
@@ -116,6 +119,51 @@ def test_f1_cut_and_member():
     assert not member([1], np.zeros(0, np.int64)).any()
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_f1_cut_with_known_positives_is_the_best_of_every_cut(seed):
+    """The "set" cut: the m that maximises the whole set's expected F1, the
+    labelled positives counted (m = 0 allowed), by brute force over m."""
+    rng = np.random.default_rng(seed)
+    p = np.sort(rng.beta(0.5, 2.0, rng.integers(1, 40)))[::-1]
+    known = float(rng.integers(1, 60))
+    extra = known + float(rng.integers(0, 80))
+    n = extra + p.sum()
+    f = [2 * (known + p[:m].sum()) / (known + m + n) for m in range(p.size + 1)]
+    assert f1_cut(p, extra, known) == int(np.argmax(f))
+    # with none known the old rule: the best non-empty prefix
+    g = [2 * p[:m].sum() / (m + n) for m in range(1, p.size + 1)]
+    assert f1_cut(p, extra) == int(np.argmax(g)) + 1
+    # sure positives and unlikely items: nothing is added
+    assert f1_cut(np.array([0.05, 0.01]), 100.0, 90.0) == 0
+
+
+def test_background_gets_soft_targets_that_lift_a_large_class(cat):
+    """background_steps=1: the background's targets become the first fit's
+    out-of-sample probabilities (the labels stay 0/1), and the unlabelled
+    items of a class of 10 % (a tenth of the background) score higher than
+    when the background counts as negative."""
+    rng = np.random.default_rng(11)
+    pos = rng.choice(300, 20, replace=False)
+    neg = rng.choice(np.arange(300, 3000), 20, replace=False)
+    rest = np.setdiff1d(np.arange(300), pos)  # the class's unlabelled items
+    mean_score = {}
+    for steps in (0, 1):
+        s = Session(cat, random_state=0, stage=StageParams(background_steps=steps))
+        s.label(pos, 1)
+        s.label(neg, -1)
+        model = s.refine().info["stage_model"]
+        n_lab = model.labelled.size
+        assert set(np.unique(model.y[:n_lab])) == {0.0, 1.0}
+        bg, in_class = model.y[n_lab:], model.train_ids[n_lab:] < 300
+        if steps == 0:
+            assert (bg == 0).all()
+        else:
+            assert ((bg >= 0) & (bg <= 1)).all()
+            assert bg[in_class].mean() > bg[~in_class].mean() + 0.05
+        mean_score[steps] = model.scores(cat.codes, rest).mean()
+    assert mean_score[1] > mean_score[0]
+
+
 def test_dimension_weights(cat):
     w = dimension_weights(cat.compressor)
     assert w.dtype == np.int32 and w.min() >= 1 and w.max() == 256
@@ -194,6 +242,23 @@ def test_index_equals_scan_with_the_second_stage():
     assert "index" in paths
 
 
+@pytest.mark.parametrize("leaf_size", [1, 4, 32, 1000])
+def test_kd_tree_build_equals_its_numpy_twin(leaf_size):
+    """The numba build numbers nodes and fills leaves as the recursive twin
+    does, ties (repeated codes, constant dimensions) included."""
+    codes, _, _ = clustered_codes(2000, spread=3.0, random_state=3)
+    rng = np.random.default_rng(4)
+    ref = np.ascontiguousarray(codes[rng.choice(2000, 700, replace=True)])  # duplicates
+    ref[:, 5] = 7  # a constant dimension
+    w = rng.integers(1, 257, 32).astype(np.int64)
+    for got, want in zip(_kd_tree(ref, w, leaf_size), kd_tree_twin(ref, w, leaf_size)):
+        assert got.dtype == want.dtype
+        np.testing.assert_array_equal(got, want)
+    same = np.repeat(ref[:1], 50, axis=0)  # one point 50 times: a single leaf
+    for got, want in zip(_kd_tree(same, w, 4), kd_tree_twin(same, w, 4)):
+        np.testing.assert_array_equal(got, want)
+
+
 def test_leaf_only_neighbours_are_per_item_and_exact_in_one_leaf():
     """exact=False (huge candidate sets): each query's K nearest within its own
     leaf, whatever the other queries; with a single leaf it is the exact search."""
@@ -223,7 +288,14 @@ def test_member_table_and_search_agree():
 def test_stage_params_round_trip_through_json():
     import json
 
-    p = StageParams(k_grid=((3,), (5, 10)), mix_grid=(0.0, 1.0), lam=2.0, exact_limit=50)
+    p = StageParams(
+        k_grid=((3,), (5, 10)),
+        mix_grid=(0.0, 1.0),
+        lam=2.0,
+        exact_limit=50,
+        background_steps=2,
+        cut="added",
+    )
     back = StageParams.from_dict(json.loads(json.dumps(p.to_dict())))
     assert back == p and hash(back) == hash(p)
 
@@ -239,6 +311,10 @@ def test_stage_params_round_trip_through_json():
         {"calibrate": "yes"},
         {"exact_limit": -1},
         {"logistic_weight": True},
+        {"background_steps": -1},
+        {"background_steps": 1.5},
+        {"background_steps": 11},
+        {"cut": "all"},
         {"nope": 1},
     ],
 )
