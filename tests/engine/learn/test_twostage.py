@@ -294,7 +294,7 @@ def test_stage_params_round_trip_through_json():
         lam=2.0,
         exact_limit=50,
         background_steps=2,
-        cut="added",
+        cut="set",
     )
     back = StageParams.from_dict(json.loads(json.dumps(p.to_dict())))
     assert back == p and hash(back) == hash(p)

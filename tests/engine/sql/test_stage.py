@@ -86,6 +86,22 @@ def test_sql_equals_the_session_when_the_vote_decides(seed):
         assert np.unique(res.scores).size < res.count
 
 
+@pytest.mark.parametrize("exact_limit", [10_000, 0])
+def test_sql_equals_the_session_with_soft_background_targets(exact_limit):
+    """background_steps=1, cut="set": the background's targets are
+    probabilities, not 0, and the SQL (exact votes or leaf shares) still
+    gives the session's ids, scores and votes."""
+    cat, truth = catalogue(20000, 11)
+    con = duckdb_connect(threads=2)
+    con.register("catalogue", table(cat.codes))
+    stage = StageParams(background_steps=1, cut="set", exact_limit=exact_limit)
+    for s, res in rounds(cat, truth, 11, stage):
+        model = res.info["stage_model"]
+        bg = model.y[model.labelled.size :]
+        assert ((bg > 0) & (bg < 1)).any()  # soft targets, not labels
+        assert_same(run(con, stage_to_sql(model, s.model.boxes_)), res)
+
+
 def test_sql_equals_the_session_with_leaf_only_neighbours():
     cat, truth = catalogue(20000, 6)
     con = duckdb_connect(threads=2)
