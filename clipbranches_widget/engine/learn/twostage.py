@@ -156,11 +156,8 @@ class _Context:
     out_rows: np.ndarray  # background rows outside the boxes
     n_pos: float  # labelled positives
     n_out: int  # catalogue items outside the candidates
+    fresh: np.ndarray  # the candidates that are not training items
     _cache: dict = field(default_factory=dict)  # searches of the candidates, done once
-
-    @property
-    def fresh(self) -> np.ndarray:
-        return np.flatnonzero(self.c_row < 0)
 
     def fresh_leaves(self) -> np.ndarray:
         """The leaf of the tree each candidate outside the training set
@@ -189,8 +186,13 @@ class _Fit:
     e_c: np.ndarray  # logits of the candidates
     p: np.ndarray  # the candidates' final scores
     extra: float  # the class size outside the unlabelled candidates
-    q_fit: np.ndarray  # out-of-sample probabilities of the training rows ``fit_rows``
+    final: object  # score(votes, logits) -> the scores p (recalibrated or not)
+    votes_fit: np.ndarray  # out-of-sample votes of the training rows ``fit_rows``
     targets: np.ndarray  # the training targets this fit used
+
+    def q_fit(self, fit_rows) -> np.ndarray:
+        """Out-of-sample probabilities of the training rows ``fit_rows``."""
+        return self.final(self.votes_fit, self.eta[fit_rows])
 
 
 def _n_outside(n_items, box_ids, labelled) -> int:
@@ -235,7 +237,7 @@ def _fit_once(ctx: _Context, params: StageParams, y) -> _Fit:
             p, final = calibrated(v_c, e_c), calibrated
         else:
             coef.pop("platt")
-    return _Fit(ks, coef, a, b, eta, v_c, e_c, p, extra, final(votes_fit[ks], eta[fr]), y)
+    return _Fit(ks, coef, a, b, eta, v_c, e_c, p, extra, final, votes_fit[ks], y)
 
 
 def select(
@@ -283,7 +285,7 @@ def select(
         if step < params.background_steps:
             soft = ctx.fit_rows >= ctx.n_lab
             targets = y.copy()
-            targets[ctx.fit_rows[soft]] = fit.q_fit[soft]
+            targets[ctx.fit_rows[soft]] = fit.q_fit(ctx.fit_rows)[soft]
     p = fit.p
     order = ranked_order(p, similarity_fn(ctx.cc), candidates)
     cand, p = candidates[order], p[order]
@@ -382,6 +384,7 @@ def _context(
         out_rows=bg_rows[~member(train_ids[bg_rows], box_ids)],
         n_pos=float(np.asarray(positives).size),
         n_out=_n_outside(n_items, box_ids, labelled),
+        fresh=np.flatnonzero(c_row < 0),
     )
 
 
