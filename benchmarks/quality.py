@@ -203,6 +203,26 @@ def next_page_section(name, br, ref, rounds) -> list[str]:
     return out
 
 
+def estimate_section(name, ref, rounds) -> list[str]:
+    """How far the default's estimates (what the widget prints) are from the truth."""
+    if not len(ref) or ref["est_precision"].isna().all():
+        return []
+    rows = [
+        ["estimated precision of the added items (shown)"]
+        + [f"{ref.loc[k, 'est_precision']:.2f}" for k in rounds],
+        ["their true precision"] + [f"{ref.loc[k, 'added_precision']:.2f}" for k in rounds],
+        ["estimated / true class size (median)"]
+        + [f"{ref.loc[k, 'class_size_ratio']:.2f}" for k in rounds],
+    ]
+    return [
+        "",
+        f"The default's estimates against the truth ({name}; precision over the runs "
+        "that added items):",
+        "",
+        md_table(["estimate"] + [f"round {k}" for k in rounds], rows),
+    ]
+
+
 def report(df, by_round, final, per_class, sets, args, seconds) -> str:
     main = args.codes[0]
     seeds = sorted(int(s) for s in df["seed"].unique())
@@ -287,6 +307,7 @@ def report(df, by_round, final, per_class, sets, args, seconds) -> str:
             md_table(["learner"] + [f"round {k} ({pos.loc[k]:.0f} pos.)" for k in rounds], rows)
         )
         out += next_page_section(name, br, ref, rounds)
+        out += estimate_section(name, ref, rounds)
     variants = by_round[by_round["learner"] == "branches"]
     if variants["codes"].nunique() > 1:
         out += [

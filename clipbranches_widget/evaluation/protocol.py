@@ -396,6 +396,9 @@ def simulate(
             fresh = found[~labelled[found]]
             n_fresh_true = n_true - n_pos
             tp_fresh = int(truth[fresh].sum())
+            # what the user reads (the default's estimates), against the truth
+            info = (refined.info or {}) if learner.is_default and refined is not None else {}
+            est_p = info.get("expected_precision", np.nan) if fresh.size else np.nan
             rows.append(
                 {
                     "dataset": data.name,
@@ -418,6 +421,9 @@ def simulate(
                     "knn_class_f1": knn_class[2],
                     "new_precision": tp_fresh / fresh.size if fresh.size else 0.0,
                     "new_recall": tp_fresh / n_fresh_true if n_fresh_true else np.nan,
+                    "added": int(fresh.size),
+                    "est_precision": float(est_p),
+                    "est_class_size": float(info.get("expected_class_size", np.nan)),
                     "knn_class_precision": knn_class[0],
                     "seed_page_f1": seed_page[2],
                     "next_precision": float(truth[nxt].mean()),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 __all__ = ["plot_f1", "positives_to_beat", "summarise"]
@@ -33,9 +34,24 @@ def positives_to_beat(df, against: str = "knn_set_f1"):
     return first.reindex(runs.index)
 
 
+def _with_estimate_errors(df):
+    """``df`` with ``added_precision`` (the true precision of the added
+    items, NaN where none was added or the learner gives no estimate) and
+    ``class_size_ratio`` (estimated over true class size): what the
+    estimates a user reads are compared with."""
+    if "est_precision" not in df:  # a run of an older harness
+        df = df.assign(est_precision=np.nan, est_class_size=np.nan, added=0)
+    has = df["est_precision"].notna()
+    return df.assign(
+        added_precision=df["new_precision"].where(has),
+        class_size_ratio=df["est_class_size"] / df["class_size"],
+    )
+
+
 def summarise(df):
     """``(by_round, final, per_class)`` DataFrames of means and spreads."""
     keys = ["dataset", "codes", "learner"]
+    df = _with_estimate_errors(df)
     g = df.groupby(keys + ["round"], sort=False)
     by_round = g.agg(
         positives=("positives", "mean"),
@@ -48,6 +64,9 @@ def summarise(df):
         knn_next_precision=("knn_next_precision", "mean"),
         positives_kept=("positives_kept", "mean"),
         empty=("empty", "mean"),
+        est_precision=("est_precision", "mean"),
+        added_precision=("added_precision", "mean"),
+        class_size_ratio=("class_size_ratio", "median"),
     ).reset_index()
     last = df[df["round"] == df["round"].max()]
     gl = last.groupby(keys, sort=False)

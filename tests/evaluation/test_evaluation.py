@@ -128,6 +128,29 @@ def test_simulate_follows_the_protocol():
     # a clean blob is found whole once the user has labelled its first page
     last = rows[(rows["round"] == 3) & (rows["learner"] == "branches")].iloc[0]
     assert last["positives"] == 100 and last["f1"] > 0.9
+    _check_estimates(rows)
+
+
+def _check_estimates(rows):
+    """The default's estimates (what the widget prints) are recorded beside
+    the truth; other learners give none."""
+    default = rows[rows["learner"] == "branches"]
+    others = rows[rows["learner"] != "branches"]
+    assert others[["est_precision", "est_class_size"]].isna().all().all()
+    assert (default["est_class_size"] >= default["positives"]).all()  # they count the clicks
+    # a precision is estimated exactly when the refine added items
+    assert default["est_precision"].notna().equals(default["added"] > 0)
+    assert default["est_precision"].dropna().between(0, 1).all()
+    # the summary compares them with the truth, round by round
+    by_round = ev.summarise(rows)[0]
+    got = by_round[by_round["learner"] == "branches"].set_index("round")
+    for r, part in default.groupby("round"):
+        ratio = (part["est_class_size"] / part["class_size"]).median()
+        assert got.loc[r, "class_size_ratio"] == pytest.approx(ratio)
+        want = part["new_precision"][part["est_precision"].notna()].mean()
+        assert np.isnan(want) == np.isnan(got.loc[r, "added_precision"])
+        if not np.isnan(want):
+            assert got.loc[r, "added_precision"] == pytest.approx(want)
 
 
 def _brute_knn_f1(data, r):
@@ -251,6 +274,7 @@ def test_quality_command_quick(tmp_path):
     for name in learners:
         assert f"| {name} |" in text
     assert (tmp_path / "docs" / "quality-f1.png").stat().st_size > 10_000
+    assert "The default's estimates against the truth (digits" in text
     assert df[["precision", "recall", "f1"]].stack().between(0, 1).all()
 
 
