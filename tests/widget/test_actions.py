@@ -255,6 +255,13 @@ def test_the_round_summary_says_which_positives_the_model_accepts():
         "4 matches \u00b7 1 new \u00b7 1 of your 3 positives accepted \u00b7 all 3 shown"
         " \u00b7 est. precision \u2248 0.80"
     )
+    # a round whose scores were not recalibrated says its estimate is rough
+    res.info = dict(res.info, combination={"ks": (10,), "logistic_weight": 0.5})
+    assert _summary(res, labels, np.array([9])).endswith(
+        "est. precision \u2248 0.80 (uncalibrated)"
+    )
+    res.info["combination"]["platt"] = (-1.0, 2.0)
+    assert _summary(res, labels, np.array([9])).endswith("est. precision \u2248 0.80")
     # only the positives themselves: no estimate of the items added, since none are
     only = views.Results(
         res.ids[:3],
