@@ -80,12 +80,14 @@ class StageParams:
         if not isinstance(self.calibrate, bool):
             raise ValueError(f"calibrate: expected True or False, got {self.calibrate!r}")
         for name in ("min_calibration", "exact_limit"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 0:
-                raise ValueError(f"{name}: expected a non-negative integer, got {v!r}")
-        v = self.background_steps
-        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or not 0 <= v <= 10:
-            raise ValueError(f"background_steps: expected an integer in 0..10, got {v!r:.80}")
+            if not _count(getattr(self, name)):
+                raise ValueError(
+                    f"{name}: expected a non-negative integer, got {getattr(self, name)!r}"
+                )
+        if not _count(self.background_steps, 10):
+            raise ValueError(
+                f"background_steps: expected an integer in 0..10, got {self.background_steps!r:.80}"
+            )
 
     def to_dict(self) -> dict:
         """Plain JSON data (a session file stores the stage it refined with)."""
@@ -104,6 +106,12 @@ class StageParams:
 
 def _real(v) -> bool:
     return isinstance(v, numbers.Real) and not isinstance(v, bool) and np.isfinite(v)
+
+
+def _count(v, most=None) -> bool:
+    """A non-negative integer (not a bool), at most ``most`` when given."""
+    ok = isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 0
+    return ok and (most is None or v <= most)
 
 
 def _seq(v, name):
