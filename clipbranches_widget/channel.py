@@ -77,6 +77,8 @@ class ActionChannel:
     def _set_labels(self, labels) -> None:
         try:
             self._session.set_labels(labels_from_json(labels))
+            if self._session.current_check() is not None:
+                self.summary = self._session.summary()  # the check's estimate, as it is labelled
         except (TypeError, ValueError, IndexError) as e:
             # the session keeps its last valid labels; the user sees why
             text = str(e)

@@ -14,6 +14,7 @@ import re
 
 import numpy as np
 
+from .checks import STRATA, Draw
 from .engine.learn.stage_model import StageModel
 from .engine.learn.twostage import StageParams
 from .results import Results
@@ -90,6 +91,47 @@ def _stage(raw):
         raise ValueError(f"session: params: {e}") from None
 
 
+def _last_check(raw, n_items: int) -> Draw:
+    """The last random check of a session file (absent in older files): per
+    stratum its distinct ids in the catalogue and its pool size."""
+    if raw is None:
+        return Draw.none()
+    keys = ["ids", "n_results", "pools", "positives", "round"]
+    if not isinstance(raw, dict) or sorted(raw) != keys:
+        raise ValueError(f"session: last_check: expected an object with {keys}")
+    for k in ("round", "n_results", "positives"):
+        if type(raw[k]) is not int or not 0 <= raw[k] <= n_items:
+            raise ValueError(f"session: last_check: {k}: expected 0..{n_items}, got {raw[k]!r:.40}")
+    ids, pools = raw["ids"], raw["pools"]
+    if not (isinstance(ids, dict) and isinstance(pools, dict)) or not (
+        set(ids) == set(pools) == set(STRATA)
+    ):
+        raise ValueError(f"session: last_check: expected the strata {list(STRATA)}")
+    out = {}
+    for k in STRATA:
+        v, pool = ids[k], pools[k]
+        if type(pool) is not int or not 0 <= pool <= n_items:
+            raise ValueError(
+                f"session: last_check: {k}: expected a pool of 0..{n_items}, got {pool!r:.40}"
+            )
+        if (
+            not isinstance(v, list)
+            or len(v) > pool
+            or not all(type(i) is int and 0 <= i < n_items for i in v)
+            or len(set(v)) != len(v)
+        ):
+            raise ValueError(
+                f"session: last_check: {k}: expected at most {pool} distinct item ids "
+                f"below {n_items}, got {v!r:.80}"
+            )
+        out[k] = np.array(v, np.int64)
+    drawn = np.concatenate(list(out.values()))
+    if np.unique(drawn).size != drawn.size:
+        raise ValueError("session: last_check: an item is drawn in two strata")
+    pools = {k: pools[k] for k in STRATA}
+    return Draw(raw["round"], out, pools, raw["n_results"], raw["positives"])
+
+
 def session_from_dict(cls, data, catalogue, **kwargs):
     """Rebuild a ``cls`` session from ``data`` and replay its last step exactly."""
     if not isinstance(data, dict):
@@ -128,6 +170,7 @@ def session_from_dict(cls, data, catalogue, **kwargs):
     except KeyError as e:
         raise ValueError(f"session: params: the field {e} is missing") from None
     s.set_labels(labels_from_json(_field(data, "labels", dict, "an object"), "session: labels"))
+    s._last_check = _last_check(data.get("last_check"), len(catalogue))
     kind = data.get("kind")
     if kind not in _KINDS:
         raise ValueError(f"session: kind: expected one of {list(_KINDS)}, got {kind!r:.80}")

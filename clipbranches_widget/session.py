@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from . import warmup
+from . import checks, warmup
 from .engine._validation import check_positive_int
 from .engine.learn.branches import DecisionBranchesClassifier
 from .engine.learn.twostage import DEFAULT_STAGE, StageParams, refine_set
@@ -22,6 +22,7 @@ from .engine.store.catalogue import Catalogue
 from .estimate import cross_validate, fork
 from .persist import SESSION_FORMAT, catalogue_identity, labels_from_json, session_from_dict
 from .results import Results
+from .session_checks import SessionChecks
 from .session_views import ALL_BOXES, LABELLED_VIEW, SessionViews
 
 __all__ = [
@@ -95,7 +96,7 @@ def _check_stop(should_stop, after: str) -> None:
         raise RefineCancelled(f"refine cancelled after {after}; nothing changed")
 
 
-class Session(SessionViews):
+class Session(SessionViews, SessionChecks):
     """Seed a search, collect labels, refine over the whole catalogue, page.
 
     Parameters
@@ -159,28 +160,24 @@ class Session(SessionViews):
             raise TypeError(f"stage: expected StageParams or None, got {type(stage).__name__}")
         self.stage = stage
         self.n_jobs = n_jobs
+        self._background = None
+        self._browse = None
+        self._identity = None
+        self.reset()  # labels, query, model, results, round: none yet
+        codes = catalogue.codes
+        warmup.start(codes.shape[1], self.classifier_params, not codes.flags.writeable)
+
+    def reset(self) -> None:
+        """Start over: no labels, model, results or query, and round 0."""
         self._labels: dict[int, int] = {}
         self.query = None  # what the user searched for (text, ids or None)
         self.query_vector = None  # (d,) float32 embedding of the query
         self.model: DecisionBranchesClassifier | None = None
         self.results = Results.empty()
         self.rounds = 0
-        self._background = None
-        self._browse = None
         self._facets = None  # (results, (n_results, n_boxes) bool) of the last view
-        self._identity = None
         self._before = np.zeros(0, np.int64)  # ids of the results a refine replaced
-        codes = catalogue.codes
-        warmup.start(codes.shape[1], self.classifier_params, not codes.flags.writeable)
-
-    def reset(self) -> None:
-        """Start over: no labels, model, results or query, and round 0."""
-        self._labels = {}
-        self.query = self.query_vector = self.model = None
-        self.results = Results.empty()
-        self.rounds = 0
-        self._facets = None
-        self._before = np.zeros(0, np.int64)
+        self._last_check = checks.Draw.none()  # of the current results until a refine
 
     # --- labels ---
     @property
@@ -391,6 +388,7 @@ class Session(SessionViews):
             "query": self.query,
             "query_vector": None if self.query_vector is None else self.query_vector.tolist(),
             "labels": {str(i): v for i, v in self._labels.items()},
+            "last_check": self._last_check.to_dict(),
             "rounds": self.rounds,
             "kind": self.results.kind,
             "model": None if self.model is None else self.model.boxes_.to_dict(),

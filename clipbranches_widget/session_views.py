@@ -10,11 +10,12 @@ from __future__ import annotations
 from . import views
 from .results import Results
 
-__all__ = ["ALL_BOXES", "BROWSE_MAX", "LABELLED_VIEW", "SessionViews"]
+__all__ = ["ALL_BOXES", "BROWSE_MAX", "CHECK_VIEW", "LABELLED_VIEW", "SessionViews"]
 
 BROWSE_MAX = 100_000  # items shown before the first search (a random sample beyond that)
 ALL_BOXES = -1  # view(): every result
 LABELLED_VIEW = -2  # view(): the labelled items instead of the results
+CHECK_VIEW = -3  # view(): the items of the random check of these results
 
 
 class SessionViews:
@@ -47,11 +48,14 @@ class SessionViews:
 
     def view(self, box: int = ALL_BOXES) -> tuple[Results, int]:
         """``(shown, box)``: the current results, one box's items (in rank order),
-        or the labelled items (``LABELLED_VIEW``); ``box`` is what was applied
+        the labelled items (``LABELLED_VIEW``) or the random check of these
+        results (``CHECK_VIEW``, once drawn); ``box`` is what was applied
         (``ALL_BOXES`` when the asked box does not exist)."""
         inside = self._inside()
         if inside is not None and 0 <= box < inside.shape[1]:
             return self.results.subset(inside[:, box]), box
+        if box == CHECK_VIEW and self.current_check() is not None:
+            return views.checked(self.current_check().all_ids()), CHECK_VIEW
         if box == LABELLED_VIEW or self._nothing_accepted():
             # never an empty grid while positives exist: they stay in view
             return self.labelled(), LABELLED_VIEW
@@ -81,8 +85,9 @@ class SessionViews:
         return self.marks().badges(ids, labelled_view=labelled_view)
 
     def summary(self) -> str:
-        """What the last step did, in words: "148 matches · 37 new · 5 of your 5 positives"."""
-        return views.summary(
+        """What the last step did, in words: "148 matches · 37 new · 5 of your 5
+        positives", and what a labelled random check says of it."""
+        text = views.summary(
             self.results,
             self._labels,
             n_items=len(self.catalogue),
@@ -90,6 +95,9 @@ class SessionViews:
             rounds=self.rounds,
             marks=self.marks(),
         )
+        if self.current_check() is not None:
+            text += " \u00b7 " + views.check_summary(self.checked_quality())
+        return text
 
     def explain(self, i: int) -> dict:
         """Why item ``i`` is shown: rank, votes, score, similarity, the boxes holding it."""

@@ -65,6 +65,31 @@ def labelled(labels: dict, boxes, codes) -> Results:
     return Results(ids, votes, np.full(ids.size, np.nan, np.float32), "labelled")
 
 
+def checked(ids) -> Results:
+    """The items of a random check, in the order drawn (results, just below
+    the cut, the rest: the order stays, so no cell moves as they are labelled)."""
+    ids = np.asarray(ids, np.int64)
+    return Results(
+        ids, np.zeros(ids.size, np.int64), np.full(ids.size, np.nan, np.float32), "check"
+    )
+
+
+def check_summary(est) -> str:
+    """The random check in words: how much is labelled and, once some is,
+    the precision with its interval and the recall's interval
+    (``checks.estimate``). A few items outside the results rarely hold a
+    positive, so the recall's point estimate is mostly 1.0; its bounds say
+    what the check knows."""
+    if est is None:
+        return "check: label these random items to estimate precision and recall"
+    done, drawn = est["checked"]
+    p, r = est["precision"], est["recall"]
+    return (
+        f"check {done} of {drawn}: precision \u2248 {p[0]:.2f} ({p[1]:.2f}\u2013{p[2]:.2f}), "
+        f"recall {r[1]:.2f}\u2013{r[2]:.2f}"
+    )
+
+
 def explain(i: int, *, catalogue, results: Results, boxes, labels: dict, query_vector) -> dict:
     """Why item ``i`` is shown: rank, votes, score, similarity and the boxes containing it."""
     where = np.flatnonzero(results.ids == i)

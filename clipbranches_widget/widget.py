@@ -10,7 +10,7 @@ State lives in synced traits with one writer per key:
   ``timings``, ``error``, ``facets`` (results per box of the model), ... (the
   front end only reads them).
 
-Actions (search, more, refine, reset, page, detail, export, cancel) arrive as custom
+Actions (search, more, refine, check, reset, page, detail, export, cancel) arrive as custom
 messages ``{"type": "action", "action": ..., "req": ..., "seq": ..., "state":
 {...}}`` (see ``protocol``): the state the user acted on is applied first, so
 an action never runs on labels or a page its own state update has not yet
@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 
 STATIC = pathlib.Path(__file__).parent / "static"
 WIDGET_FORMAT = 1
+CHECK_SIZE = 20  # items of a random check (Session.check): ~1/3 of a page to label
 NO_TEXT_ENCODER = (
     "this catalogue has no text encoder, so it cannot be searched by words: "
     "Shift+click some images (or mark positives) and press More like these"
@@ -74,6 +75,32 @@ def _bundle(name: str) -> pathlib.Path | str:
             else ""
         )
     return path
+
+
+def _page_item(catalogue, thumbs, i: int, votes: int, score: float, badge: str) -> dict:
+    """One grid cell of the ``items`` trait: its thumbnail as bytes, or why not."""
+    uri = catalogue.uri(i)
+    item = {
+        "id": i,
+        "votes": votes,
+        "badge": badge,
+        "score": score if math.isfinite(score) else None,
+        "name": os.path.basename(uri) if uri else f"#{i}",
+        "thumb": None,
+        "w": 0,
+        "h": 0,
+        "mime": "",
+        "problem": "",
+    }
+    if uri is None:
+        item["problem"] = "no image"
+        return item
+    thumb, problem = thumbs.try_get(uri)
+    if thumb is None:
+        item["problem"] = problem
+    else:  # bytes: sent as a binary buffer by the comm, never base64
+        item.update(thumb=thumb.data, w=thumb.width, h=thumb.height, mime=thumb.mime)
+    return item
 
 
 class ClipBranches(ActionChannel, anywidget.AnyWidget):
@@ -164,6 +191,7 @@ class ClipBranches(ActionChannel, anywidget.AnyWidget):
             "page": self._page,
             "detail": self._detail,
             "export": self._export,
+            "check": self._check,
         }
         self._show()
 
@@ -267,6 +295,11 @@ class ClipBranches(ActionChannel, anywidget.AnyWidget):
         refine_cancellably(self._session, self._job or Job(lambda job: None))
         self._show()
 
+    def _check(self, content):
+        if self._session.current_check() is None:  # one draw per result set
+            self._session.check(CHECK_SIZE)
+        self._show()
+
     def _reset(self, content):
         # the front end has already cleared its own keys (labels, query, selection)
         self._session.reset()
@@ -312,7 +345,7 @@ class ClipBranches(ActionChannel, anywidget.AnyWidget):
         shown_scores = views.rank_scores(page, res)
         badges = s.badges(page.ids, labelled_view=shown.kind == "labelled")
         items = [
-            self._item(int(i), int(v), float(sc), badge)
+            _page_item(self.catalogue, self._thumbs, int(i), int(v), float(sc), badge)
             for i, v, sc, badge in zip(page.ids, page.votes, shown_scores, badges)
         ]
         timings = dict(res.timings)
@@ -335,30 +368,6 @@ class ClipBranches(ActionChannel, anywidget.AnyWidget):
             self.error = ""
             self.status = "ready"
             self.reply = self._reply()
-
-    def _item(self, i: int, votes: int, score: float, badge: str = "") -> dict:
-        uri = self.catalogue.uri(i)
-        item = {
-            "id": i,
-            "votes": votes,
-            "badge": badge,
-            "score": score if math.isfinite(score) else None,
-            "name": os.path.basename(uri) if uri else f"#{i}",
-            "thumb": None,
-            "w": 0,
-            "h": 0,
-            "mime": "",
-            "problem": "",
-        }
-        if uri is None:
-            item["problem"] = "no image"
-            return item
-        thumb, problem = self._thumbs.try_get(uri)
-        if thumb is None:
-            item["problem"] = problem
-        else:  # bytes: sent as a binary buffer by the comm, never base64
-            item.update(thumb=thumb.data, w=thumb.width, h=thumb.height, mime=thumb.mime)
-        return item
 
     def explain(self, i: int):
         """Why item ``i`` is shown (``Session.explain``), with its full image.

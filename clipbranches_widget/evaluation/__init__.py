@@ -23,7 +23,7 @@ from .datasets import (
 )
 from .features import image_features
 from .protocol import Learner, default_learners, fit_result_set, knn_curve, knn_prf, prf, simulate
-from .report import plot_f1, positives_to_beat, summarise
+from .report import check_accuracy, plot_f1, positives_to_beat, summarise
 from .runner import run_evaluation
 
 __all__ = [
@@ -48,5 +48,6 @@ __all__ = [
     "run_evaluation",
     "simulate",
     "summarise",
+    "check_accuracy",
     "synthetic_modes_set",
 ]

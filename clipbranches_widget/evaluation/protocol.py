@@ -327,6 +327,7 @@ def simulate(
     page_size: int = 60,
     k: int = 60,
     codes: str = "pca",
+    check: int = 0,
 ) -> list[dict]:
     """One simulated user searching for class ``cls``; one row per round and learner.
 
@@ -336,6 +337,10 @@ def simulate(
     topped up from the query's neighbours when the refined set has fewer.
     While no positive is labelled there is nothing to refine: every learner
     returns an empty set that round and the next page is the next k-NN page.
+    ``check`` > 0: after each refine the user also labels a random check of
+    that many items (``Session.check``); every learner gets those labels
+    too, and the default's row records what the check estimated of its
+    results (``check_precision``, ``check_recall`` and their bounds).
     """
     truth = data.y == cls
     n_true = int(truth.sum())
@@ -356,6 +361,7 @@ def simulate(
     shown = session.search(query).ids
     seed_page = knn_prf(tp, shown.size, n_true)
     rows = []
+    default_at = next((j for j, lr in enumerate(learners) if lr.is_default), 0)
     for r in range(1, rounds + 1):
         session.label(shown[truth[shown]], 1)
         session.label(shown[~truth[shown]], -1)
@@ -431,12 +437,41 @@ def simulate(
                     "positives_kept": bool(np.isin(lab_ids[truth[lab_ids]], found).all()),
                     "empty": bool(found.size == 0 and n_pos > 0),
                     "ms": ms,
+                    **_check_columns(None),
                 }
             )
         # the next page: what the user sees after this refine
         ranked = refined.ids if refined is not None else np.zeros(0, np.int64)
         shown = next_page(ranked, labelled, order, page_size)
+        if check and refined is not None and r < rounds:
+            shown = _with_check(session, shown, truth, check)
+            rows[-len(learners) + default_at].update(_check_columns(session.checked_quality()))
     return rows
+
+
+_CHECK_KEYS = [f"check_{q}{e}" for q in ("precision", "recall") for e in ("", "_low", "_high")]
+
+
+def _check_columns(est) -> dict:
+    """The random check's estimates of the default's results (NaN without one)."""
+    if est is None:
+        return dict.fromkeys(_CHECK_KEYS, np.nan)
+    values = [*est["precision"], *est["recall"]]
+    return {k: float(v) for k, v in zip(_CHECK_KEYS, values)}
+
+
+def _with_check(session, shown, truth, n):
+    """The next page and a random check of the results beyond it, both
+    labelled: the page first, so the check draws from the rest."""
+    for ids in (shown, None):
+        if ids is None:
+            try:
+                ids = session.check(n)
+            except ValueError:  # every item is labelled
+                return shown
+        session.label(ids[truth[ids]], 1)
+        session.label(ids[~truth[ids]], -1)
+    return np.concatenate([shown, ids])
 
 
 def next_page(ranking, labelled, order, page_size):

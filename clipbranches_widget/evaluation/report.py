@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-__all__ = ["plot_f1", "positives_to_beat", "summarise"]
+__all__ = ["check_accuracy", "plot_f1", "positives_to_beat", "summarise"]
 
 
 def _matplotlib():
@@ -45,6 +45,39 @@ def _with_estimate_errors(df):
     return df.assign(
         added_precision=df["new_precision"].where(has),
         class_size_ratio=df["est_class_size"] / df["class_size"],
+    )
+
+
+def check_accuracy(df):
+    """Per data set and round, how the random check's estimates (``--check``)
+    compare with the truth of the results it was drawn from: the mean true
+    and estimated precision and recall, the mean absolute error of each, and
+    how often the interval holds the truth. Empty without checks."""
+    if "check_precision" not in df or df["check_precision"].isna().all():
+        return pd.DataFrame()
+    d = df[df["check_precision"].notna()]
+    cols = {}
+    for q in ("precision", "recall"):
+        est, lo, hi = d[f"check_{q}"], d[f"check_{q}_low"], d[f"check_{q}_high"]
+        cols[f"{q}_error"] = (est - d[q]).abs()
+        cols[f"{q}_covered"] = (lo <= d[q] + 1e-9) & (d[q] <= hi + 1e-9)
+    # data sets in the order they ran, rounds in order
+    d = d.assign(**cols, dataset=pd.Categorical(d["dataset"], pd.unique(d["dataset"])))
+    return (
+        d.groupby(["dataset", "round"], observed=True)
+        .agg(
+            runs=("f1", "size"),
+            precision=("precision", "mean"),
+            check_precision=("check_precision", "mean"),
+            precision_error=("precision_error", "mean"),
+            precision_covered=("precision_covered", "mean"),
+            recall=("recall", "mean"),
+            check_recall=("check_recall", "mean"),
+            recall_error=("recall_error", "mean"),
+            recall_covered=("recall_covered", "mean"),
+        )
+        .reset_index()
+        .astype({"dataset": str})
     )
 
 

@@ -32,6 +32,7 @@ class _Task:
     learners: tuple[Learner, ...]
     rounds: int
     page_size: int
+    check: int = 0
 
     @property
     def name(self) -> str:
@@ -52,6 +53,7 @@ def _run_task(task: _Task) -> list[dict]:
             rounds=task.rounds,
             page_size=task.page_size,
             codes=task.codes,
+            check=task.check,
         )
     return rows
 
@@ -68,12 +70,14 @@ def run_evaluation(
     page_size: int = 60,
     jobs: int = 1,
     progress=None,
+    check: int = 0,
 ):
     """All simulated users over ``datasets``: a DataFrame with one row per
     (dataset, codes, class, seed, round, learner). Code variants after the
     first run only ``variant_learners``. ``jobs`` > 1 runs (dataset, codes,
     class) tasks in that many worker processes (every fit inside is
-    single-threaded, so results do not depend on ``jobs``)."""
+    single-threaded, so results do not depend on ``jobs``). ``check``: see
+    ``simulate``."""
     tasks = []
     for data in datasets:
         n_cls = len(data.class_names) if classes is None else min(classes, len(data.class_names))
@@ -86,7 +90,9 @@ def run_evaluation(
                 else [lr for lr in learners if lr.name in variant_learners]
             )
             tasks += [
-                _Task(data, compressor, codes, cls, tuple(seeds), tuple(use), rounds, page_size)
+                _Task(
+                    data, compressor, codes, cls, tuple(seeds), tuple(use), rounds, page_size, check
+                )
                 for cls in range(n_cls)
             ]
     rows = []

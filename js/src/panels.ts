@@ -7,6 +7,8 @@ import type { Facet } from "./types";
 const NF = new Intl.NumberFormat("en-US");
 /** user_box value of the "labelled" view (every labelled image, positives first). */
 export const LABELLED = -2;
+/** user_box value of the random check of the refined results (Session.check). */
+export const CHECK = -3;
 
 function label(text: string): HTMLSpanElement {
   const s = document.createElement("span");
@@ -28,7 +30,7 @@ export class FacetBar {
   }
 
   /** Always drawn (a row that appeared after the first label would push the grid down). */
-  render(facets: Facet[], shown: number, total: number, nLabels: number): void {
+  render(facets: Facet[], shown: number, total: number, nLabels: number, refined: boolean): void {
     const chips: HTMLElement[] = [label("show:")];
     const chip = (box: number, text: string, title: string) => {
       const b = button(text, "cb-facet", title);
@@ -39,6 +41,10 @@ export class FacetBar {
     };
     chip(-1, `all ${NF.format(total)}`, "Show every result");
     chip(LABELLED, `labelled ${NF.format(nLabels)}`, "Show every image you labelled, positives first");
+    if (refined) {
+      chip(CHECK, "check 20", "Label 20 random images (10 results, 5 just below the cut, 5 of the rest): "
+        + "the summary then estimates precision and recall, and the next Refine calibrates on them");
+    }
     if (facets.length) chips.push(label("boxes:"));
     for (const f of facets) {
       chip(f.box, `#${f.box} \u00b7 ${NF.format(f.count)}`,

@@ -3,11 +3,11 @@
 // Each is one line that never wraps, so nothing below it moves.
 import { SLOW_MS, type Actions } from "./actions";
 import { button } from "./dom";
+import { CHECK, LABELLED } from "./panels";
 import type { AnyModel } from "@anywidget/types";
 import type { State } from "./types";
 
 const NF = new Intl.NumberFormat("en-US");
-const LABELLED = -2;
 
 function span(cls: string): HTMLSpanElement {
   const e = document.createElement("span");
@@ -64,7 +64,9 @@ export class StatusLine {
       ? plural(n, "image")
       : box === LABELLED
         ? plural(shown, "labelled image")
-        : box >= 0
+        : box === CHECK
+          ? `${NF.format(shown)} random images`
+          : box >= 0
           ? `${NF.format(shown)} of ${plural(total, "result")}`
           : plural(total, "result");
     this.total.dataset.total = String(total);
@@ -82,6 +84,7 @@ export class StatusLine {
     } else what = kind;
     if (box >= 0) what = `${what} \u00b7 showing the ${NF.format(shown)} in box ${box}`;
     if (box === LABELLED) what = `${what} \u00b7 showing your ${NF.format(shown)} labelled images`;
+    if (box === CHECK) what = `${what} \u00b7 a random check: label every one (results first, then just below the cut, then the rest)`;
     this.kind.textContent = what;
     this.kind.title = what;
     // what the last step did, in words ("148 matches · 37 new · 5 of your 5 positives")

@@ -16,7 +16,7 @@ import { commandOf, type Command } from "./keys";
 import { Lightbox } from "./lightbox";
 import { Overlay, buildHelp } from "./overlay";
 import { Pager } from "./pager";
-import { Banner, FacetBar } from "./panels";
+import { Banner, CHECK, FacetBar } from "./panels";
 import { StatusLine } from "./status";
 import { Toolbar } from "./toolbar";
 import type { Label, State } from "./types";
@@ -134,7 +134,7 @@ class View {
     on(["total", "kind", "n_boxes", "search_path", "timings", "page_shown", "page_count", "status", "summary", "box_shown", "shown_total"],
       () => this.schedule("summary"));
     on(["error"], () => this.schedule("error"));
-    on(["facets", "box_shown"], () => this.schedule("facets"));
+    on(["facets", "box_shown", "kind"], () => this.schedule("facets"));
     on(["user_labels"], () => this.renderFacets());
     // the reply of this view's latest action: draw everything that was held back
     on(["reply"], () => this.parts.forEach((p) => this.schedule(p)));
@@ -258,10 +258,12 @@ class View {
   }
 
   private showBox(box: number): void {
-    this.model.set("user_box", box === this.model.get("box_shown") ? -1 : box);
+    const next = box === this.model.get("box_shown") ? -1 : box;
+    this.model.set("user_box", next);
     this.model.set("user_page", 0);
     this.model.save_changes();
-    void this.run("page");
+    // the check is drawn by the kernel the first time it is asked for
+    void this.run(next === CHECK ? "check" : "page");
   }
 
   private reset(): void {
@@ -498,7 +500,8 @@ class View {
 
   private renderFacets(): void {
     const m = this.model;
-    this.facetBar.render(m.get("facets") ?? [], m.get("box_shown"), m.get("total"), Object.keys(this.labels()).length);
+    const refined = m.get("kind") === "refined";
+    this.facetBar.render(m.get("facets") ?? [], m.get("box_shown"), m.get("total"), Object.keys(this.labels()).length, refined);
   }
 
   private renderError(): void {

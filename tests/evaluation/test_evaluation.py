@@ -357,3 +357,28 @@ def test_quality_command_on_a_user_file(tmp_path):
     assert set(df["dataset"]) == {"mine"} and set(df["class"]) == {"x", "y"}
     assert (df["knn_class_f1"] == 1.0).all()  # separable blobs: k-NN at the class size is exact
     assert "**mine**" in (tmp_path / "out" / "EVALUATION.md").read_text()
+
+
+def test_simulate_with_a_random_check_labels_it_and_records_its_estimates():
+    """``check=10``: after every refine but the last the user labels the next
+    page and 10 random items (Session.check); every learner is fitted on
+    those labels, and the default's row records what the check estimated."""
+    data = blobs()
+    cat = ev.make_catalogue(data)
+    learners = [ev.Learner("branches"), ev.Learner("clicks", "labels")]
+    rows = pd.DataFrame(ev.simulate(data, cat, 0, seed=3, learners=learners, rounds=3, check=10))
+    assert rows["labels"].tolist() == [60] * 2 + [130] * 2 + [200] * 2
+    default = rows[rows["learner"] == "branches"].set_index("round")
+    assert rows[rows["learner"] == "clicks"]["check_precision"].isna().all()
+    assert default.loc[3, ["check_precision", "check_recall"]].isna().all()  # no check after
+    for r in (1, 2):
+        p, lo, hi = default.loc[
+            r, ["check_precision", "check_precision_low", "check_precision_high"]
+        ]
+        assert 0 <= lo <= p <= hi <= 1
+        assert default.loc[r, "check_recall_low"] <= default.loc[r, "check_recall_high"]
+    acc = ev.check_accuracy(rows[rows["learner"] == "branches"])
+    assert acc["round"].tolist() == [1, 2] and (acc["runs"] == 1).all()
+    want = (default.loc[1, "check_precision"] - default.loc[1, "precision"]).__abs__()
+    assert acc.iloc[0]["precision_error"] == pytest.approx(want)
+    assert ev.check_accuracy(rows.drop(columns=[c for c in rows if c.startswith("check_")])).empty

@@ -350,3 +350,32 @@ def test_refine_badges_new_items_and_rejected_positives(cifar):
         i for i, b in again.items() if b == "rejected"
     }
     front.assert_python_wrote_no_user_key()
+
+
+def test_the_check_facet_shows_a_random_check_and_its_estimate(cifar):
+    """The "check 20" chip: the kernel draws 20 items once per result set,
+    shows them, and the summary estimates precision as they are labelled."""
+    cat, classes = cifar
+    w = ClipBranches(cat, k=40)
+    front = Front(w)
+    assert act(front, "search", 1, {"user_query": "ship"})["ok"]
+    ack = act(front, "check", 2, {"user_box": -3})
+    assert not ack["ok"] and "expected refined results" in ack["error"]  # nothing to check yet
+    labels = {str(i): 1 if classes[i] == "ship" else -1 for i in shown_ids(w)}
+    assert act(front, "refine", 3, {"user_labels": labels, "user_box": -1})["ok"]
+    res = w.session.results
+    assert act(front, "check", 4, {"user_box": -3, "user_page": 0})["ok"]
+    drawn = shown_ids(w)
+    assert w.box_shown == -3 and len(drawn) == 20 == w.shown_total
+    assert not set(drawn) & {int(k) for k in labels}  # unlabelled items only
+    pools = w.session.current_check().pools
+    assert len(set(drawn) & set(res.ids.tolist())) == min(10, pools["results"])  # half, if there
+    assert "label these random items" in w.summary
+    # labelled (the front end's own key): the summary follows without an action
+    labels = {**labels, **{str(i): 1 if classes[i] == "ship" else -1 for i in drawn}}
+    front.label({int(k): v for k, v in labels.items()})
+    assert "check 20 of 20: precision \u2248" in w.summary
+    # asked again, the same items; the other views are unchanged
+    assert act(front, "check", 5, {"user_box": -3})["ok"] and shown_ids(w) == drawn
+    assert act(front, "page", 6, {"user_box": -1})["ok"] and w.total == res.count
+    front.assert_python_wrote_no_user_key()

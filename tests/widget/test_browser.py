@@ -503,6 +503,24 @@ def details_agree_with_badges(page, root, kernel, shot: pathlib.Path | None = No
         expect(box).to_be_hidden()
 
 
+def random_check(page, root, kernel, labels: dict) -> None:
+    """The "check 20" chip: the kernel draws 20 unlabelled images, the grid
+    shows them, and labelling one updates the summary's estimate."""
+    from playwright.sync_api import expect
+
+    root.locator('.cb-facet[data-box="-3"]').click()
+    expect(root.locator(".cb-kind")).to_contain_text("a random check", timeout=30_000)
+    drawn = kernel.eval("[int(i) for i in w.session.current_check().all_ids()]")
+    _wait("the check in the grid", lambda: dom_ids(page) == drawn, 30)
+    assert len(drawn) == 20 and not set(map(str, drawn)) & set(labels)
+    expect(root.locator(".cb-round")).to_contain_text("label these random items")
+    root.locator(f'.cb-cell[data-id="{drawn[0]}"] img').click()  # one positive
+    expect(root.locator(".cb-round")).to_contain_text("check 1 of 20: precision", timeout=30_000)
+    root.locator(f'.cb-cell[data-id="{drawn[0]}"] img').click()  # negative
+    root.locator(f'.cb-cell[data-id="{drawn[0]}"] img').click()  # and unlabelled again
+    _wait("the check's label to be taken back", lambda: kernel.state()["labels"] == labels, 30)
+
+
 def test_search_click_refine_in_jupyterlab(tmp_path):
     from playwright.sync_api import expect, sync_playwright
 
@@ -749,6 +767,11 @@ def test_search_click_refine_in_jupyterlab(tmp_path):
                 assert dom_ids(page) == kernel.state()["items"]
                 root.locator(".cb-pager-top .cb-first").click()
                 _wait("page 1 in the kernel", lambda: kernel.state()["page_shown"] == 0, 30)
+
+            # a random check of the results, then all of them again
+            random_check(page, root, kernel, kernel.state()["labels"])
+            root.locator('.cb-facet[data-box="-1"]').click()
+            _wait("all results back in the grid", lambda: dom_ids(page) == refined[:60], 30)
 
             # a later refine, one more label: compiled by now
             unlabelled = [i for i in dom_ids(page) if str(i) not in kernel.state()["labels"]]

@@ -54,6 +54,11 @@ from .stage_params import DEFAULT_STAGE, StageParams
 __all__ = ["DEFAULT_STAGE", "Selection", "StageParams", "member", "refine_set", "select"]
 
 
+#: Fewest candidates below the cut a refine keeps for a random check to draw
+#: from (``Selection.below``; as many as it added, when more).
+BELOW_MIN = 60
+
+
 @dataclass
 class Selection:
     ids: np.ndarray  # the result set, ranked
@@ -67,6 +72,7 @@ class Selection:
     index: np.ndarray = None  # position of each of ids among the candidates
     stage: dict = None  # what was fitted: the fields of a StageModel (stage_model.py)
     positive: np.ndarray = None  # bool: which of ids are labelled positives
+    below: np.ndarray = None  # the unlabelled candidates ranked next below the cut
 
 
 def member(ids, sorted_keys) -> np.ndarray:
@@ -329,6 +335,7 @@ def select(
         index,
         stage,
         pos_c[index],
+        cand[un[m : m + max(m, BELOW_MIN)]],
     )
 
 
@@ -462,6 +469,8 @@ def refine_set(
         "cut": sel.cut,
         "combination": sel.combination,
         "fallback": fallback,
+        # where a random check draws the items that just missed (Session.check)
+        "below_cut": sel.below,
         # the fitted second stage, as data: session files store it, SQL runs it
         "stage_model": model,
     }
