@@ -99,7 +99,9 @@ def _last_check(raw, n_items: int) -> Draw:
     keys = ["ids", "n_results", "pools", "positives", "round"]
     if not isinstance(raw, dict) or sorted(raw) != keys:
         raise ValueError(f"session: last_check: expected an object with {keys}")
-    for k in ("round", "n_results", "positives"):
+    if type(raw["round"]) is not int or not 0 <= raw["round"] < 1 << 31:
+        raise ValueError(f"session: last_check: round: expected a count, got {raw['round']!r:.40}")
+    for k in ("n_results", "positives"):
         if type(raw[k]) is not int or not 0 <= raw[k] <= n_items:
             raise ValueError(f"session: last_check: {k}: expected 0..{n_items}, got {raw[k]!r:.40}")
     ids, pools = raw["ids"], raw["pools"]

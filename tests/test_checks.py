@@ -176,7 +176,8 @@ def _saved_with_a_check(s):
     [
         ((), [1, 2], "last_check: expected an object with"),
         ((), {"round": 1}, "last_check: expected an object with"),
-        (("round",), -1, "last_check: round: expected 0..6000"),
+        (("round",), -1, "last_check: round: expected a count"),
+        (("round",), 2**40, "last_check: round: expected a count"),
         (("positives",), 1.5, "last_check: positives: expected 0..6000"),
         (("ids",), {"results": []}, "expected the strata"),
         (("pools", "results"), 10**9, "results: expected a pool of 0..6000"),
@@ -211,3 +212,17 @@ def test_a_check_item_in_two_strata_is_refused_and_old_files_load(refined):
     data = _saved_with_a_check(s)
     del data["last_check"]  # a file of an older version: no check
     assert Session.from_dict(data, cat).current_check() is None
+
+
+def test_a_check_of_the_boxes_alone_draws_from_results_and_rest(refined):
+    """``stage=None`` keeps no candidates below a cut: that stratum is empty
+    and its share goes to the others."""
+    cat, truth, s = refined
+    b = Session(cat, random_state=3, stage=None)
+    b.set_labels(s.labels)
+    b.refine()
+    ids = b.check(20)
+    c = b.current_check()
+    assert c.pools["below"] == 0 and c.ids["below"].size == 0 and ids.size == 20
+    assert np.isin(c.ids["results"], b.results.ids).all()
+    assert not np.isin(c.ids["rest"], b.results.ids).any()
