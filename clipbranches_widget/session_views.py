@@ -95,8 +95,8 @@ class SessionViews:
             rounds=self.rounds,
             marks=self.marks(),
         )
-        if self.current_check() is not None:
-            text += " \u00b7 " + views.check_summary(self.checked_quality())
+        if self.current_check() is not None:  # first: the line does not wrap
+            text = views.check_summary(self.checked_quality()) + " \u00b7 " + text
         return text
 
     def explain(self, i: int) -> dict:

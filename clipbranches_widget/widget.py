@@ -343,7 +343,8 @@ class ClipBranches(ActionChannel, anywidget.AnyWidget):
         t0 = time.perf_counter()
         # one score per item, decreasing in the order shown (views.rank_scores)
         shown_scores = views.rank_scores(page, res)
-        badges = s.badges(page.ids, labelled_view=shown.kind == "labelled")
+        # labelled or random-check items are not this round's finds: no "new"
+        badges = s.badges(page.ids, labelled_view=shown.kind in ("labelled", "check"))
         items = [
             _page_item(self.catalogue, self._thumbs, int(i), int(v), float(sc), badge)
             for i, v, sc, badge in zip(page.ids, page.votes, shown_scores, badges)

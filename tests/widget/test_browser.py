@@ -503,7 +503,7 @@ def details_agree_with_badges(page, root, kernel, shot: pathlib.Path | None = No
         expect(box).to_be_hidden()
 
 
-def random_check(page, root, kernel, labels: dict) -> None:
+def random_check(page, root, kernel, labels: dict, shot: pathlib.Path) -> None:
     """The "check 20" chip: the kernel draws 20 unlabelled images, the grid
     shows them, and labelling one updates the summary's estimate."""
     from playwright.sync_api import expect
@@ -516,6 +516,7 @@ def random_check(page, root, kernel, labels: dict) -> None:
     expect(root.locator(".cb-round")).to_contain_text("label these random items")
     root.locator(f'.cb-cell[data-id="{drawn[0]}"] img').click()  # one positive
     expect(root.locator(".cb-round")).to_contain_text("check 1 of 20: precision", timeout=30_000)
+    widget_shot(page, root, shot)
     root.locator(f'.cb-cell[data-id="{drawn[0]}"] img').click()  # negative
     root.locator(f'.cb-cell[data-id="{drawn[0]}"] img').click()  # and unlabelled again
     _wait("the check's label to be taken back", lambda: kernel.state()["labels"] == labels, 30)
@@ -769,7 +770,7 @@ def test_search_click_refine_in_jupyterlab(tmp_path):
                 _wait("page 1 in the kernel", lambda: kernel.state()["page_shown"] == 0, 30)
 
             # a random check of the results, then all of them again
-            random_check(page, root, kernel, kernel.state()["labels"])
+            random_check(page, root, kernel, kernel.state()["labels"], shots / "widget-check.png")
             root.locator('.cb-facet[data-box="-1"]').click()
             _wait("all results back in the grid", lambda: dom_ids(page) == refined[:60], 30)
 
