@@ -80,36 +80,37 @@ def draw(results, below, labels: dict, n_items: int, n: int, rng, round_: int) -
     below = np.sort(np.asarray(below, np.int64))
     pool_in = results[~member(results, labelled)]
     pool_below = below[~member(below, labelled) & ~member(below, results)]
-    taken = np.union1d(np.union1d(results, labelled), pool_below)
+    # three disjoint sets: one sort (np.union1d hashes, 50x slower at 10^6)
+    lab_out = labelled[~member(labelled, results)]
+    taken = np.sort(np.concatenate([results, lab_out, pool_below]))
     n_rest = n_items - taken.size
     pools = {"results": pool_in.size, "below": pool_below.size, "rest": n_rest}
     if sum(pools.values()) == 0:
         raise ValueError("check: every item of the catalogue is labelled; nothing to draw")
     want = _allocate(n, pools)
     ids = {
-        "results": np.sort(rng.choice(pool_in, want["results"], replace=False)),
-        "below": np.sort(rng.choice(pool_below, want["below"], replace=False)),
-        "rest": _draw_rest(taken, n_items, n_rest, want["rest"], rng),
+        "results": _draw_from(pool_in, want["results"], rng),
+        "below": _draw_from(pool_below, want["below"], rng),
+        "rest": _draw_rest(taken, n_rest, want["rest"], rng),
     }
     positives = sum(1 for i in results[member(results, labelled)].tolist() if labels[i] > 0)
     return Draw(round_, ids, {k: int(v) for k, v in pools.items()}, int(results.size), positives)
 
 
-def _draw_rest(taken, n_items, n_rest, k, rng) -> np.ndarray:
+def _draw_from(pool, k, rng) -> np.ndarray:
+    """``k`` of ``pool`` uniformly without replacement, sorted: positions are
+    drawn, not the pool shuffled (a million results cost microseconds)."""
+    return np.sort(pool[rng.choice(pool.size, k, replace=False)])
+
+
+def _draw_rest(taken, n_rest, k, rng) -> np.ndarray:
     """``k`` ids of the catalogue outside ``taken`` (sorted; ``n_rest`` such
-    ids exist), uniformly without replacement:
-    rejection when they are most of the catalogue (no list of 10^8 ids), else
-    from the explicit list."""
-    if k == 0:
-        return np.zeros(0, np.int64)
-    if n_rest >= n_items // 2:
-        got: dict[int, None] = {}  # insertion-ordered: the draw replays exactly
-        while len(got) < k:  # each try keeps over half of its ids
-            ids = rng.integers(0, n_items, 2 * k + 16)
-            got.update(dict.fromkeys(ids[~member(ids, taken)].tolist()))
-        return np.sort(np.fromiter(got, np.int64, len(got))[:k])
-    rest = np.setdiff1d(np.arange(n_items, dtype=np.int64), taken, assume_unique=True)
-    return np.sort(rng.choice(rest, k, replace=False))
+    ids exist), uniformly without replacement: ``k`` distinct ranks among the
+    free ids, each mapped to its id through the taken ones before it, so no
+    list of the catalogue's ids is ever made (10^8 of them would be 800 MB)."""
+    ranks = np.sort(rng.choice(n_rest, k, replace=False)).astype(np.int64)
+    free_before = taken - np.arange(taken.size)  # free ids below each taken one
+    return ranks + np.searchsorted(free_before, ranks, side="right")
 
 
 def wilson(positives: int, n: int, z: float = 1.96) -> tuple[float, float, float]:

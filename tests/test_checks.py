@@ -30,7 +30,7 @@ def label_truly(s, ids, truth):
     s.label(ids[~truth[ids]], -1)
 
 
-@pytest.mark.parametrize("n_items", [5_000, 2_000_000])  # explicit list / rejection
+@pytest.mark.parametrize("n_items", [5_000, 2_000_000])
 def test_a_draw_keeps_to_its_strata(n_items):
     rng = np.random.default_rng(0)
     results = np.sort(rng.choice(min(n_items, 5000), 400, replace=False))
@@ -64,7 +64,7 @@ def test_a_draw_gives_what_a_small_stratum_cannot_take_to_the_others():
 
 
 def test_the_rest_is_drawn_uniformly():
-    """Rejection sampling over a big catalogue: every allowed id equally likely."""
+    """Ranks among the free ids: every allowed id equally likely, none taken."""
     taken = np.arange(0, 1000, 2)  # the even ids below 1000 are taken
     counts = np.zeros(2000, np.int64)
     for seed in range(400):
