@@ -40,7 +40,6 @@ def fork(session, labels: dict):
         stage=session.stage,
     )
     s._background = session._background
-    s._last_check = session._last_check
     s.query, s.query_vector = session.query, session.query_vector
     s.rounds = max(session.rounds - 1, 0)  # the round of the last refine
     s.set_labels(labels)

@@ -226,3 +226,16 @@ def test_a_check_of_the_boxes_alone_draws_from_results_and_rest(refined):
     assert c.pools["below"] == 0 and c.ids["below"].size == 0 and ids.size == 20
     assert np.isin(c.ids["results"], b.results.ids).all()
     assert not np.isin(c.ids["rest"], b.results.ids).any()
+
+
+def test_a_fork_does_not_inherit_the_check_of_other_results(refined):
+    """A what-if session refines on other labels: the parent's check says
+    nothing of its results."""
+    cat, truth, s = refined
+    s = s.fork(s.labels)
+    s.refine()
+    label_truly(s, s.check(20), truth)
+    other = s.fork({k: v for k, v in list(s.labels.items())[:20]})
+    other.refine()
+    assert other.current_check() is None and other.checked_quality() is None
+    assert s.checked_quality() is not None
