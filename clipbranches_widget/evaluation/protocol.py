@@ -363,8 +363,7 @@ def simulate(
     rows = []
     default_at = next((j for j, lr in enumerate(learners) if lr.is_default), 0)
     for r in range(1, rounds + 1):
-        session.label(shown[truth[shown]], 1)
-        session.label(shown[~truth[shown]], -1)
+        _label_truly(session, shown, truth)
         labels = session.labels
         n_pos = sum(v > 0 for v in labels.values())
         labelled = np.zeros(len(data), bool)
@@ -460,18 +459,22 @@ def _check_columns(est) -> dict:
     return {k: float(v) for k, v in zip(_CHECK_KEYS, values)}
 
 
+def _label_truly(session, ids, truth) -> None:
+    """The simulated user's clicks: each shown item labelled by the ground truth."""
+    session.label(ids[truth[ids]], 1)
+    session.label(ids[~truth[ids]], -1)
+
+
 def _with_check(session, shown, truth, n):
     """The next page and a random check of the results beyond it, both
     labelled: the page first, so the check draws from the rest."""
-    for ids in (shown, None):
-        if ids is None:
-            try:
-                ids = session.check(n)
-            except ValueError:  # every item is labelled
-                return shown
-        session.label(ids[truth[ids]], 1)
-        session.label(ids[~truth[ids]], -1)
-    return np.concatenate([shown, ids])
+    _label_truly(session, shown, truth)
+    try:
+        drawn = session.check(n)
+    except ValueError:  # every item is labelled
+        return shown
+    _label_truly(session, drawn, truth)
+    return np.concatenate([shown, drawn])
 
 
 def next_page(ranking, labelled, order, page_size):
