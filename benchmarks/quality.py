@@ -189,7 +189,8 @@ def next_page_section(name, br, ref, rounds) -> list[str]:
         + ").",
         "",
         f"Next-page precision by round ({name}): share of the class among the first 60 "
-        "unlabelled items of each learner's ranking (topped up from k-NN), against the next "
+        "unlabelled items of each learner's ranking (a refine's ranking goes on past its cut "
+        "into the near misses; topped up from k-NN), against the next "
         "60 unlabelled items of the query's k-NN:",
         "",
     ]

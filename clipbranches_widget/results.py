@@ -18,7 +18,8 @@ class Results:
 
     ``kind`` is "knn" (nearest neighbours of the query), "refined" (every
     item the model accepts), "browse" (a random sample before any search),
-    "labelled" (the labelled items) or "empty"; ``path`` says how the
+    "labelled" (the labelled items), "check" (a random check's items), "near"
+    (the candidates just below a refine's cut) or "empty"; ``path`` says how the
     catalogue was searched; ``timings`` are in milliseconds. ``info``: what a
     refine says of its set (``Session.refine``): ``n_positives`` (labelled
     positives, all in the set), ``accepted_positives`` (those the model itself

@@ -10,12 +10,13 @@ from __future__ import annotations
 from . import views
 from .results import Results
 
-__all__ = ["ALL_BOXES", "BROWSE_MAX", "CHECK_VIEW", "LABELLED_VIEW", "SessionViews"]
+__all__ = ["ALL_BOXES", "BROWSE_MAX", "CHECK_VIEW", "LABELLED_VIEW", "NEAR_VIEW", "SessionViews"]
 
 BROWSE_MAX = 100_000  # items shown before the first search (a random sample beyond that)
 ALL_BOXES = -1  # view(): every result
 LABELLED_VIEW = -2  # view(): the labelled items instead of the results
 CHECK_VIEW = -3  # view(): the items of the random check of these results
+NEAR_VIEW = -4  # view(): the candidates a refine ranked just below its cut
 
 
 class SessionViews:
@@ -49,13 +50,17 @@ class SessionViews:
     def view(self, box: int = ALL_BOXES) -> tuple[Results, int]:
         """``(shown, box)``: the current results, one box's items (in rank order),
         the labelled items (``LABELLED_VIEW``) or the random check of these
-        results (``CHECK_VIEW``, once drawn); ``box`` is what was applied
-        (``ALL_BOXES`` when the asked box does not exist)."""
+        results (``CHECK_VIEW``, once drawn), or the near misses of a refine
+        (``NEAR_VIEW``: the candidates ranked just below its cut, the page to
+        label next); ``box`` is what was applied (``ALL_BOXES`` when the asked
+        box does not exist)."""
         inside = self._inside()
         if inside is not None and 0 <= box < inside.shape[1]:
             return self.results.subset(inside[:, box]), box
         if box == CHECK_VIEW and self.current_check() is not None:
             return views.checked(self.current_check().all_ids()), CHECK_VIEW
+        if box == NEAR_VIEW and self.results.kind == "refined":
+            return views.near_misses(self.results), NEAR_VIEW
         if box == LABELLED_VIEW or self._nothing_accepted():
             # never an empty grid while positives exist: they stay in view
             return self.labelled(), LABELLED_VIEW

@@ -23,6 +23,7 @@ __all__ = [
     "display_path",
     "explain",
     "labelled",
+    "near_misses",
     "rank_scores",
     "rejected_positives",
     "summary",
@@ -72,6 +73,19 @@ def checked(ids) -> Results:
     return Results(
         ids, np.zeros(ids.size, np.int64), np.full(ids.size, np.nan, np.float32), "check"
     )
+
+
+def near_misses(results: Results) -> Results:
+    """The unlabelled candidates a refine ranked just below its cut
+    (``info["below_cut"]``, at least a page of them), in rank order with their
+    scores: the items a label moves the cut most for, so the page to label
+    after the results. Empty for results that have no cut."""
+    ids = results.info.get("below_cut")
+    ids = np.zeros(0, np.int64) if ids is None else np.asarray(ids, np.int64)
+    scores = results.info.get("below_scores")
+    if scores is None or len(scores) != ids.size:
+        scores = np.full(ids.size, np.nan, np.float32)
+    return Results(ids, np.zeros(ids.size, np.int64), np.asarray(scores, np.float32), "near")
 
 
 def check_summary(est) -> str:
@@ -275,10 +289,13 @@ def rank_scores(shown: Results, results: Results) -> np.ndarray:
     refine's calibrated scores) that score is shown. When they are ranked by
     votes first, then closeness to the positives and query, the score is
     ``votes + closeness``, the closeness scaled to [0, 0.99] over all of
-    ``results`` (so its scale does not change between catalogues). Views
-    without a ranking (browse, labelled) get NaN.
+    ``results`` (so its scale does not change between catalogues). The near
+    misses show their own scores; views without a ranking (browse, labelled,
+    check) get NaN.
     """
     scores = np.asarray(shown.scores, np.float64)
+    if shown.kind == "near":  # the refine's own scores, below its cut
+        return np.floor(scores * 100 + 1e-6) / 100 + 0.0
     if shown.kind not in ("knn", "refined") or not shown.count:
         return np.full(shown.count, np.nan)
     all_scores = np.asarray(results.scores, np.float64)

@@ -127,7 +127,8 @@ class ClipBranches(ActionChannel, anywidget.AnyWidget):
     user_page = StrictInt(0).tag(sync=True)
     user_query = traitlets.Unicode("").tag(sync=True)
     user_selection = traitlets.List(StrictInt()).tag(sync=True)
-    user_box = StrictInt(-1).tag(sync=True)  # facet: one box's items (-1 all, -2 labelled)
+    # facet: one box's items (-1 all, -2 labelled, -3 random check, -4 near misses)
+    user_box = StrictInt(-1).tag(sync=True)
 
     # --- Python owned: the results ---
     items = traitlets.List(traitlets.Dict()).tag(sync=True)  # the shown page
@@ -343,8 +344,8 @@ class ClipBranches(ActionChannel, anywidget.AnyWidget):
         t0 = time.perf_counter()
         # one score per item, decreasing in the order shown (views.rank_scores)
         shown_scores = views.rank_scores(page, res)
-        # labelled or random-check items are not this round's finds: no "new"
-        badges = s.badges(page.ids, labelled_view=shown.kind in ("labelled", "check"))
+        # labelled, random-check or near-miss items are not this round's finds: no "new"
+        badges = s.badges(page.ids, labelled_view=shown.kind in ("labelled", "check", "near"))
         items = [
             _page_item(self.catalogue, self._thumbs, int(i), int(v), float(sc), badge)
             for i, v, sc, badge in zip(page.ids, page.votes, shown_scores, badges)

@@ -152,19 +152,24 @@ def default_learners(quick: bool = False) -> list[Learner]:
             params={"stage": StageParams(**mean, logistic_weight=1)},
         ),
         Learner(
-            "boxes + stage, background unlabelled (1 EM step) + whole-set cut",
+            "branches (previous stage: added items' cut, no label frequency)",
             "session",
-            params={"stage": StageParams(background_steps=1, cut="set")},
+            params={"stage": StageParams(cut="added", label_frequency=False)},
+        ),
+        Learner(
+            "boxes + stage, whole-set cut without label frequency",
+            "session",
+            params={"stage": StageParams(label_frequency=False)},
+        ),
+        Learner(
+            "boxes + stage, label frequency with the added items' cut",
+            "session",
+            params={"stage": StageParams(cut="added")},
         ),
         Learner(
             "boxes + stage, background unlabelled (1 EM step)",
             "session",
             params={"stage": StageParams(background_steps=1)},
-        ),
-        Learner(
-            "boxes + stage, whole-set cut",
-            "session",
-            params={"stage": StageParams(cut="set")},
         ),
         Learner(
             "boxes + stage, not recalibrated",
@@ -250,7 +255,8 @@ def _fit_ranked(learner, catalogue, labels, seed, round_, features, query):
     if session:
         s.rounds = round_
         res = s.refine()
-        return res.ids, res.ids
+        near = res.info.get("below_cut")  # the ranking goes on past the cut
+        return (res.ids if near is None else np.concatenate([res.ids, near])), res.ids
     ids, y, w = s.training_set()
     rs = seed + round_
 
@@ -333,8 +339,9 @@ def simulate(
 
     The default learner's ``Session`` drives what the user sees (its pages),
     so every learner is fitted on the same labels each round. The next page
-    is the first ``page_size`` unlabelled items of the refined ranking,
-    topped up from the query's neighbours when the refined set has fewer.
+    is the first ``page_size`` unlabelled items of the refined ranking: the
+    results, then the near misses below the cut (the widget's view of them),
+    topped up from the query's neighbours when those run out.
     While no positive is labelled there is nothing to refine: every learner
     returns an empty set that round and the next page is the next k-NN page.
     ``check`` > 0: after each refine the user also labels a random check of
@@ -439,8 +446,12 @@ def simulate(
                     **_check_columns(None),
                 }
             )
-        # the next page: what the user sees after this refine
-        ranked = refined.ids if refined is not None else np.zeros(0, np.int64)
+        # the next page: what the user sees after this refine, the unlabelled
+        # results and then the near misses (the widget's "near misses" view)
+        ranked = np.zeros(0, np.int64)
+        if refined is not None:
+            near = refined.info.get("below_cut")
+            ranked = refined.ids if near is None else np.concatenate([refined.ids, near])
         shown = next_page(ranked, labelled, order, page_size)
         if check and refined is not None and r < rounds:
             shown = _with_check(session, shown, truth, check)

@@ -9,6 +9,8 @@ const NF = new Intl.NumberFormat("en-US");
 export const LABELLED = -2;
 /** user_box value of the random check of the refined results (Session.check). */
 export const CHECK = -3;
+/** user_box value of the near misses: the candidates ranked just below the cut. */
+export const NEAR = -4;
 
 function label(text: string): HTMLSpanElement {
   const s = document.createElement("span");
@@ -42,6 +44,8 @@ export class FacetBar {
     chip(-1, `all ${NF.format(total)}`, "Show every result");
     chip(LABELLED, `labelled ${NF.format(nLabels)}`, "Show every image you labelled, positives first");
     if (refined) {
+      chip(NEAR, "near misses", "The images ranked just below the cut, best first: "
+        + "label them after the results, so the next Refine knows where the class ends");
       chip(CHECK, "check 20", "Label 20 random images (10 results, 5 just below the cut, 5 of the rest): "
         + "the summary then estimates precision and recall, and the next Refine calibrates on them");
     }

@@ -3,7 +3,7 @@
 // Each is one line that never wraps, so nothing below it moves.
 import { SLOW_MS, type Actions } from "./actions";
 import { button } from "./dom";
-import { CHECK, LABELLED } from "./panels";
+import { CHECK, LABELLED, NEAR } from "./panels";
 import type { AnyModel } from "@anywidget/types";
 import type { State } from "./types";
 
@@ -66,6 +66,8 @@ export class StatusLine {
         ? plural(shown, "labelled image")
         : box === CHECK
           ? `${NF.format(shown)} random images`
+          : box === NEAR
+          ? plural(shown, "near miss", "near misses")
           : box >= 0
           ? `${NF.format(shown)} of ${plural(total, "result")}`
           : plural(total, "result");
@@ -84,6 +86,7 @@ export class StatusLine {
     } else what = kind;
     if (box >= 0) what = `${what} \u00b7 showing the ${NF.format(shown)} in box ${box}`;
     if (box === LABELLED) what = `${what} \u00b7 showing your ${NF.format(shown)} labelled images`;
+    if (box === NEAR) what = `${what} \u00b7 just below the cut, best first: not in the results`;
     if (box === CHECK) what = `${what} \u00b7 a random check: label every one (results first, then just below the cut, then the rest)`;
     this.kind.textContent = what;
     this.kind.title = what;

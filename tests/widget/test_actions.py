@@ -380,3 +380,29 @@ def test_the_check_facet_shows_a_random_check_and_its_estimate(cifar):
     assert act(front, "check", 5, {"user_box": -3})["ok"] and shown_ids(w) == drawn
     assert act(front, "page", 6, {"user_box": -1})["ok"] and w.total == res.count
     front.assert_python_wrote_no_user_key()
+
+
+def test_the_near_miss_facet_shows_the_candidates_just_below_the_cut(cifar):
+    """The "near misses" chip: the candidates the refine ranked next below its
+    cut, best first, none of them a result, with their own scores."""
+    cat, classes = cifar
+    w = ClipBranches(cat, k=40)
+    front = Front(w)
+    assert act(front, "search", 1, {"user_query": "ship"})["ok"]
+    labels = {str(i): 1 if classes[i] == "ship" else -1 for i in shown_ids(w)}
+    assert act(front, "refine", 2, {"user_labels": labels, "user_box": -1})["ok"]
+    res = w.session.results
+    near = np.asarray(res.info["below_cut"])
+    assert near.size >= 1 and not np.isin(near, res.ids).any()
+    assert act(front, "page", 3, {"user_box": -4, "user_page": 0})["ok"]
+    assert w.box_shown == -4 and w.shown_total == near.size and w.total == res.count
+    assert shown_ids(w) == near[: w.session.page_size].tolist()  # in rank order
+    scores = [it["score"] for it in w.items]
+    assert scores == sorted(scores, reverse=True)  # best first
+    kept = res.scores[~np.isin(res.ids, [int(k) for k in labels])]
+    if kept.size:  # below every item the refine added
+        assert max(scores) <= float(kept.min()) + 1e-6
+    assert all(it["badge"] == "" for it in w.items)  # not results: no "new"
+    assert act(front, "page", 4, {"user_box": -1})["ok"]
+    assert shown_ids(w)[:5] == res.ids[:5].tolist()
+    front.assert_python_wrote_no_user_key()

@@ -522,6 +522,18 @@ def random_check(page, root, kernel, labels: dict, shot: pathlib.Path) -> None:
     _wait("the check's label to be taken back", lambda: kernel.state()["labels"] == labels, 30)
 
 
+def near_misses(page, root, kernel) -> None:
+    """The "near misses" chip: the grid shows the candidates ranked just
+    below the cut, best first, and the heading counts them."""
+    from playwright.sync_api import expect
+
+    root.locator('.cb-facet[data-box="-4"]').click()
+    expect(root.locator(".cb-kind")).to_contain_text("just below the cut", timeout=30_000)
+    near = kernel.eval("[int(i) for i in w.session.results.info['below_cut'][:60]]")
+    _wait("the near misses in the grid", lambda: dom_ids(page) == near, 30)
+    expect(root.locator(".cb-total")).to_contain_text("near miss")
+
+
 def test_search_click_refine_in_jupyterlab(tmp_path):
     from playwright.sync_api import expect, sync_playwright
 
@@ -769,7 +781,8 @@ def test_search_click_refine_in_jupyterlab(tmp_path):
                 root.locator(".cb-pager-top .cb-first").click()
                 _wait("page 1 in the kernel", lambda: kernel.state()["page_shown"] == 0, 30)
 
-            # a random check of the results, then all of them again
+            # the near misses, then a random check of the results, then all of them again
+            near_misses(page, root, kernel)
             random_check(page, root, kernel, kernel.state()["labels"], shots / "widget-check.png")
             root.locator('.cb-facet[data-box="-1"]').click()
             _wait("all results back in the grid", lambda: dom_ids(page) == refined[:60], 30)

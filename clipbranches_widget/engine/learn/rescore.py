@@ -45,6 +45,7 @@ __all__ = [
     "knn_query",
     "knn_tree",
     "knn_votes",
+    "label_frequency",
     "leaf_of",
     "leaf_shares",
     "linear_scores",
@@ -458,3 +459,16 @@ def expected_f1_cut(p_sorted, n_extra: float, n_known: float = 0.0):
     m = f1_cut(p_sorted, n_extra, n_known)
     p = np.asarray(p_sorted, np.float64)
     return m, (float(p[:m].mean()) if m else 0.0), float(n_extra + p.sum())
+
+
+def label_frequency(scores_of_positives, min_count: int = 5) -> float:
+    """c: the mean out-of-sample score of the labelled positives (1.0 with
+    fewer than ``min_count`` of them). A model fitted with unlabelled items
+    as negatives estimates P(labelled | x); dividing by c estimates
+    P(positive | x) (Elkan and Noto 2008, their estimator e1). Floored at
+    0.05 so that a few poorly scored positives cannot multiply every score
+    twentyfold."""
+    q = np.asarray(scores_of_positives, np.float64)
+    if q.size < max(int(min_count), 1):
+        return 1.0
+    return float(np.clip(q.mean(), 0.05, 1.0))

@@ -22,9 +22,12 @@ sample outside the boxes, scaled to the catalogue.
 With ``StageParams(background_steps=n)`` the stage is fitted n + 1 times,
 each refit with the background's targets set to the previous fit's
 out-of-sample probabilities (the background sample is unlabelled, not
-negative: EM steps of positive-unlabelled learning); with ``cut="set"`` the
-cut maximises the expected F1 of the whole set, the labelled positives
-counted. Neither is the default (EVALUATION.md, finding 4).
+negative: EM steps of positive-unlabelled learning; not the default). The
+cut (``cut="set"``, the default) maximises the expected F1 of the whole set,
+the labelled positives counted, on the scores divided by the label frequency
+c (``rescore.label_frequency``): the mean out-of-sample score of the labelled
+positives, the factor by which fitting the unlabelled background as negative
+shrinks every score (EVALUATION.md, finding 12).
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from .rescore import (
     knn_query,
     knn_tree,
     knn_votes,
+    label_frequency,
     leaf_of,
     leaf_shares,
     linear_scores,
@@ -54,8 +58,9 @@ from .stage_params import DEFAULT_STAGE, StageParams
 __all__ = ["DEFAULT_STAGE", "Selection", "StageParams", "member", "refine_set", "select"]
 
 
-#: Fewest candidates below the cut a refine keeps for a random check to draw
-#: from (``Selection.below``; as many as it added, when more).
+#: Fewest candidates below the cut a refine keeps, for the near-miss view and
+#: a random check to draw from (``Selection.below``; as many as it added, when
+#: more).
 BELOW_MIN = 60
 
 
@@ -73,6 +78,7 @@ class Selection:
     stage: dict = None  # what was fitted: the fields of a StageModel (stage_model.py)
     positive: np.ndarray = None  # bool: which of ids are labelled positives
     below: np.ndarray = None  # the unlabelled candidates ranked next below the cut
+    below_scores: np.ndarray = None  # their scores
 
 
 def member(ids, sorted_keys) -> np.ndarray:
@@ -296,10 +302,21 @@ def select(
     order = ranked_order(p, similarity_fn(ctx.cc), candidates)
     cand, p = candidates[order], p[order]
     un = np.flatnonzero(~ctx.lab_c[order])
-    # "set": the F1 of the whole set, the labelled positives it always holds
-    # counted; "added" (the default): of the added items alone
+    # "set" (the default): the F1 of the whole set, the labelled positives it
+    # always holds counted; "added": of the added items alone
     known = ctx.n_pos if params.cut == "set" else 0.0
-    m, prec, n_class = expected_f1_cut(p[un], fit.extra, known)
+    # the background is fitted as negative but holds unlabelled positives, so
+    # every score under-counts them, by about the labelled positives' score c
+    fr = ctx.fit_rows
+    pos = (fr < ctx.n_lab) & (fit.targets[fr] == 1)
+    c = (
+        label_frequency(fit.q_fit(fr)[pos], params.min_calibration)
+        if params.label_frequency
+        else 1.0
+    )
+    fit.coef["label_frequency"] = c
+    p_cut = np.minimum(p[un] / c, 1.0) if c < 1 else p[un]
+    m, prec, n_class = expected_f1_cut(p_cut, ctx.n_pos + (fit.extra - ctx.n_pos) / c, known)
     pos_c = member(candidates, positives)
     keep = pos_c[order]
     keep[un[:m]] = True
@@ -336,6 +353,7 @@ def select(
         stage,
         pos_c[index],
         cand[un[m : m + max(m, BELOW_MIN)]],
+        p[un[m : m + max(m, BELOW_MIN)]].astype(np.float32),
     )
 
 
@@ -469,8 +487,10 @@ def refine_set(
         "cut": sel.cut,
         "combination": sel.combination,
         "fallback": fallback,
-        # where a random check draws the items that just missed (Session.check)
+        # the items that just missed: the near-miss view, and where a random
+        # check draws its second stratum (Session.check)
         "below_cut": sel.below,
+        "below_scores": sel.below_scores,
         # the fitted second stage, as data: session files store it, SQL runs it
         "stage_model": model,
     }

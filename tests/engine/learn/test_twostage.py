@@ -14,11 +14,12 @@ from clipbranches_widget.engine.learn.rescore import (
     knn_query,
     knn_tree,
     knn_votes,
+    label_frequency,
     leaf_of,
     leaf_shares,
     linear_scores,
 )
-from clipbranches_widget.engine.learn.twostage import StageParams, member
+from clipbranches_widget.engine.learn.twostage import DEFAULT_STAGE, StageParams, member
 from clipbranches_widget.engine.subsets import REFINE_SIZES, default_feature_subsets
 from clipbranches_widget.evaluation.synthetic import clustered_codes, identity_compressor
 
@@ -294,10 +295,20 @@ def test_stage_params_round_trip_through_json():
         lam=2.0,
         exact_limit=50,
         background_steps=2,
-        cut="set",
+        cut="added",
+        label_frequency=False,
     )
     back = StageParams.from_dict(json.loads(json.dumps(p.to_dict())))
     assert back == p and hash(back) == hash(p)
+    assert StageParams.from_dict(StageParams().to_dict()) == StageParams()
+
+
+def test_a_stage_saved_before_the_label_frequency_replays_without_it():
+    """Session files of earlier versions hold every other field: they refine
+    as they did (no correction), not with today's default."""
+    old = {k: v for k, v in StageParams(cut="added").to_dict().items() if k != "label_frequency"}
+    assert StageParams.from_dict(old).label_frequency is False
+    assert StageParams().label_frequency is True and StageParams().cut == "set"
 
 
 @pytest.mark.parametrize(
@@ -315,6 +326,8 @@ def test_stage_params_round_trip_through_json():
         {"background_steps": 1.5},
         {"background_steps": 11},
         {"cut": "all"},
+        {"label_frequency": "yes"},
+        {"label_frequency": 1},
         {"nope": 1},
     ],
 )
@@ -368,3 +381,61 @@ def test_leaf_votes_equal_a_plain_numpy_twin(seed):
     for node in np.flatnonzero(child[:, 0] < 0):
         j = ref_idx[rows[node, 0] : rows[node, 1]]
         assert shares[node] == pytest.approx((w[j] * y[j]).sum() / w[j].sum(), rel=1e-12)
+
+
+def _refined(cat, n_pos, stage=DEFAULT_STAGE, seed=5):
+    rng = np.random.default_rng(seed)
+    s = Session(cat, random_state=seed, stage=stage)
+    pos = rng.choice(300, n_pos, replace=False)
+    s.label(pos, 1)
+    s.label(rng.choice(np.arange(300, 3000), 20, replace=False), -1)
+    return s, s.refine(), pos
+
+
+@pytest.mark.parametrize("n_pos", [8, 25, 60])
+def test_label_frequency_is_the_labelled_positives_mean_out_of_sample_score(cat, n_pos):
+    """c (Elkan and Noto's e1) is the mean score of the labelled positives,
+    each scored out of sample as every training item is; the expected
+    precision is the mean of the added items' scores divided by c."""
+    s, res, pos = _refined(cat, n_pos)
+    c = res.info["combination"]["label_frequency"]
+    lab = np.isin(res.ids, pos)
+    assert c == pytest.approx(np.clip(res.scores[lab].astype(np.float64).mean(), 0.05, 1), abs=1e-6)
+    assert 0.05 <= c <= 1
+    added = res.scores[~lab].astype(np.float64)
+    if added.size:
+        want = np.minimum(added / c, 1).mean()
+        assert res.info["expected_precision"] == pytest.approx(want, abs=1e-5)
+
+
+def test_label_frequency_off_or_too_few_positives_is_one(cat):
+    _, res, _ = _refined(cat, 25, StageParams(label_frequency=False))
+    assert res.info["combination"]["label_frequency"] == 1.0
+    _, res, _ = _refined(cat, 4)  # fewer than min_calibration = 5 positives
+    assert res.info["combination"]["label_frequency"] == 1.0
+
+
+@pytest.mark.parametrize("n_pos", [8, 25, 60])
+def test_the_cut_maximises_the_whole_sets_expected_f1_on_the_corrected_scores(cat, n_pos):
+    """Among every cut reaching into the near misses, the one taken has the
+    highest expected F1 of the whole set: 2 (K + sum p') / (K + m + N), the K
+    labelled positives counted, p' = min(p / c, 1) and N the expected class
+    size."""
+    s, res, pos = _refined(cat, n_pos)
+    c = res.info["combination"]["label_frequency"]
+    lab = np.isin(res.ids, pos)
+    p = np.concatenate([res.scores[~lab], res.info["below_scores"]]).astype(np.float64)
+    p = np.minimum(p / c, 1)
+    m = int((~lab).sum())
+    K, N = float(pos.size), res.info["expected_class_size"]
+    f1 = 2 * (K + np.concatenate([[0], np.cumsum(p)])) / (K + np.arange(p.size + 1) + N)
+    assert f1[m] >= f1.max() - 1e-9
+    assert np.all(np.diff(res.info["below_scores"]) <= 1e-7)  # still in rank order
+
+
+def test_label_frequency_is_a_floored_mean_of_enough_scores():
+    assert label_frequency([0.2, 0.4, 0.6, 0.8, 1.0]) == pytest.approx(0.6)
+    assert label_frequency([0.9] * 4) == 1.0  # fewer than 5 positives: no correction
+    assert label_frequency([0.9] * 4, min_count=4) == pytest.approx(0.9)
+    assert label_frequency([0.0] * 10) == 0.05  # never a twentyfold lift or more
+    assert label_frequency([]) == 1.0
